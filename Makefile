@@ -1,0 +1,56 @@
+# imagegen: `make demo` renders the example plan, `make test` runs the tests. Everything else is opt-in.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+OUT    ?= out
+PLAN   ?= examples/ha.yaml
+
+.PHONY: demo test lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-ha clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' jsonschema jsonpatch configobj requests oauthlib netifaces
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m imagegen validate $(PLAN)
+	$(PY) -m imagegen show $(PLAN)
+	$(PY) -m imagegen render $(PLAN) --out $(OUT) --state .state/demo
+
+deps:
+	bash tools/install-test-deps.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check imagegen tests vm-tests benchmarks
+
+test: $(VENV)/.installed deps lint
+	$(VENV)/bin/pytest -q
+
+golden: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests/test_golden.py --regenerate
+
+bench: $(VENV)/.installed deps
+	$(PY) benchmarks/bench_render.py
+
+vm-deps: $(VENV)/.installed
+	bash tools/install-vm-deps.sh
+	$(PY) -m pip install -q -e '.[vm]'
+
+image: vm-deps
+	$(PY) -m imagegen image build --spec node
+
+bundle: vm-deps
+	$(PY) vm-tests/bundle/build.py
+
+vm-smoke: image
+	$(PY) vm-tests/smoke.py
+
+cluster-test: image bundle
+	$(PY) vm-tests/cluster_test.py
+
+cluster-test-ha: image bundle
+	$(PY) vm-tests/cluster_test.py --ha
+
+clean:
+	rm -rf $(OUT) build

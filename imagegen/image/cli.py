@@ -1,0 +1,110 @@
+"""`imagegen image build` and `imagegen image boot-check`: argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from imagegen.errors import UsageError
+from imagegen.image.build import build_image, default_cache, load_spec
+from imagegen.image.proc import BuildError
+from imagegen.image.spec import parse_formats
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    image = subparsers.add_parser("image", help="build bootable node images from Debian packages")
+    sub = image.add_subparsers(dest="image_command", required=True)
+
+    build = sub.add_parser("build", help="build (or reuse from the cache) a node image")
+    _common(build)
+    build.add_argument("--formats", help="comma list of qcow2,qcow2c,raw,vmdk,ova (default: the spec's)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the cache has this image")
+    build.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    build.set_defaults(func=run_build)
+
+    check = sub.add_parser("boot-check", help="boot the built image once under SeaBIOS or OVMF with a trivial "
+                                              "NoCloud seed and wait for cloud-init's final message")
+    _common(check)
+    check.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
+    check.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    check.set_defaults(func=run_boot_check)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default="node", help="image spec name (profiles/images/NAME.yaml) or file")
+    p.add_argument("--kernel", choices=("cloud", "generic"),
+                   help="cloud (small, virtio only) or generic (AHCI, e1000, LSI: VMware); default: the spec's")
+    p.add_argument("--bundle", type=Path, help="Kubernetes bundle directory to bake in at /opt/imagegen/bundle")
+    p.add_argument("--cache", type=Path, help=f"cache directory (default {default_cache()})")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    try:
+        formats = parse_formats(args.formats) if args.formats else None
+        spec = load_spec(args.spec, kernel=args.kernel, bundle=args.bundle, formats=formats)
+        built = build_image(spec, cache=args.cache, force=args.force)
+    except UsageError as exc:
+        print(f"imagegen image build: {exc}", file=sys.stderr)
+        return 2
+    except BuildError as exc:
+        print(f"imagegen image build: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imagegen image build: interrupted; nothing was left in the cache", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({"key": built.key, "directory": str(built.directory), "cached": built.cached,
+                          "seconds": round(built.seconds, 1),
+                          "files": {f.value: str(p) for f, p in built.files.items()}}, indent=2))
+    else:
+        state = "cached" if built.cached else "built"
+        print(f"{state} {built.directory.name} in {built.seconds:.1f} s (log: {built.log})", file=sys.stderr)
+        for fmt, path in built.files.items():
+            print(f"{fmt.value}\t{path}")
+    return 0
+
+
+def run_boot_check(args: argparse.Namespace) -> int:
+    from imagegen.image import qemu
+    from imagegen.image.seed import write_trivial_seed
+
+    try:
+        spec = load_spec(args.spec, kernel=args.kernel, bundle=args.bundle)
+        built = build_image(spec, cache=args.cache)
+        accel = qemu.probe_accel()
+    except UsageError as exc:
+        print(f"imagegen image boot-check: {exc}", file=sys.stderr)
+        return 2
+    except BuildError as exc:
+        print(f"imagegen image boot-check: {exc}", file=sys.stderr)
+        return 1
+    marker = f"IMAGEGEN-BOOT-CHECK-DONE firmware={args.firmware}"
+    with tempfile.TemporaryDirectory(prefix="imagegen-boot-check-") as tmp:
+        seed = Path(tmp, "seed.iso")
+        write_trivial_seed(seed, hostname="boot-check", final_message=marker)
+        serial = built.directory / f"boot-check-{args.firmware}.console.log"
+        serial.unlink(missing_ok=True)
+        print(f"booting {built.qcow2.name} under {args.firmware} ({accel}); console: {serial}", file=sys.stderr)
+        try:
+            seconds = qemu.boot_until(built.qcow2, firmware=args.firmware, seed_iso=seed, marker=marker,
+                                      serial_log=serial, accel=accel, timeout=args.timeout)
+        except qemu.BootTimeout as exc:
+            print(f"imagegen image boot-check: {exc}; console: {serial}", file=sys.stderr)
+            return 1
+    print(f"boot-check {args.firmware}: cloud-init final message after {seconds:.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imagegen")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Cluster PKI and join material, made ahead of boot with `cryptography`.
+
+Certificates follow what kubeadm itself would create (RSA 2048, ten-year CAs), so `kubeadm init` finds them in
+/etc/kubernetes/pki and uses them ("Using existing ca certificate authority"), and the discovery hash computed
+here equals the one kubeadm prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import secrets
+import string
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALIDITY = dt.timedelta(days=3650)
+LEAF_VALIDITY = dt.timedelta(days=365)
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate (PEM) and its private key (PEM, PKCS#1 like kubeadm writes)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def new_ca(common_name: str, now: dt.datetime | None = None) -> KeyPair:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    key = new_key()
+    name = _name(common_name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def new_leaf(ca: KeyPair, common_name: str, *, org: str | None = None, client: bool = False,
+             server: bool = False, dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = (),
+             now: dt.datetime | None = None) -> KeyPair:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    key = new_key()
+    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + ([ExtendedKeyUsageOID.SERVER_AUTH] if server
+                                                                        else [])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, org))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + LEAF_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def new_service_account_keys() -> tuple[bytes, bytes]:
+    """(sa.key, sa.pub) as kubeadm names them."""
+    key = new_key()
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _key_pem(key), pub
+
+
+def new_bootstrap_token() -> str:
+    """A token in kubeadm's format: [a-z0-9]{6}.[a-z0-9]{16}."""
+    token_id = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(6))
+    secret = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(16))
+    return f"{token_id}.{secret}"
+
+
+def new_certificate_key() -> str:
+    """kubeadm's --certificate-key: 32 random bytes, hex (an AES-256 key)."""
+    return secrets.token_hex(32)
+
+
+def discovery_hash(ca_cert_pem: bytes) -> str:
+    """`sha256:` + hex of the CA's SubjectPublicKeyInfo DER: what kubeadm prints for caCertHashes."""
+    cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def new_password(length: int = 24) -> str:
+    alphabet = string.ascii_letters + string.digits
+    # Harbor requires upper, lower and digit in its admin password.
+    while True:
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        if any(c.isupper() for c in value) and any(c.islower() for c in value) and any(c.isdigit() for c in value):
+            return value

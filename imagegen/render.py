@@ -1,0 +1,354 @@
+"""Pure rendering: plan + state in, {relative path: Artifact} out. No file system writes, no clocks.
+
+Per node: nodes/<name>/{user-data,meta-data,network-config} and seeds/<name>.iso; for the cluster:
+admin.conf and manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from imagegen import kubeadm
+from imagegen.kubeconfig import admin_kubeconfig
+from imagegen.plan import Node, Plan
+from imagegen.profiles import FileSpec, Profile, load_distro, load_profile
+from imagegen.seediso import build_seed_iso
+from imagegen.state import ClusterState
+from imagegen.templates import environment, evaluate
+
+PACKAGE_REVISION = "1.1"
+BASE_MODULES = ("br_netfilter", "overlay", "nf_conntrack")
+IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
+CALICO_MODULES = ("ip_set", "ip_tables", "ip6_tables", "ipt_REJECT", "ipt_rpfilter", "ipt_set", "nf_conntrack_netlink",
+                  "sctp", "xt_addrtype", "xt_comment", "xt_conntrack", "xt_ipvs", "xt_mark", "xt_multiport",
+                  "xt_sctp", "xt_set", "xt_u32", "ipip")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    data: bytes
+    mode: int = 0o644
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+# -- what each secret group exposes to templates and which state items it unlocks -------------------------------
+
+def _secrets_for(profile: Profile, state: ClusterState) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if "bootstrap-token" in profile.secrets:
+        out["bootstrap_token"] = state.bootstrap_token
+    if "certificate-key" in profile.secrets:
+        out["certificate_key"] = state.certificate_key
+    if "vrrp-password" in profile.secrets and state.vrrp_password:
+        out["vrrp_password"] = state.vrrp_password
+    if "harbor" in profile.secrets and state.harbor_admin_password and state.harbor_db_password:
+        out["harbor_admin_password"] = state.harbor_admin_password
+        out["harbor_db_password"] = state.harbor_db_password
+    return out
+
+
+def _state_item(name: str, profile: Profile, state: ClusterState) -> bytes:
+    public: dict[str, Callable[[], bytes | None]] = {
+        "ca.crt": lambda: state.ca.cert_pem,
+        "front-proxy-ca.crt": lambda: state.front_proxy_ca.cert_pem,
+        "etcd/ca.crt": lambda: state.etcd_ca.cert_pem,
+        "sa.pub": lambda: state.sa_pub,
+        "registry-ca.crt": lambda: state.registry_ca.cert_pem if state.registry_ca else None,
+        "registry.crt": lambda: state.registry_cert.cert_pem if state.registry_cert else None,
+    }
+    private: dict[str, tuple[str, Callable[[], bytes | None]]] = {
+        "ca.key": ("cluster-ca-keys", lambda: state.ca.key_pem),
+        "front-proxy-ca.key": ("cluster-ca-keys", lambda: state.front_proxy_ca.key_pem),
+        "etcd/ca.key": ("cluster-ca-keys", lambda: state.etcd_ca.key_pem),
+        "sa.key": ("cluster-ca-keys", lambda: state.sa_key),
+        "registry.key": ("harbor", lambda: state.registry_cert.key_pem if state.registry_cert else None),
+    }
+    if name in public:
+        data = public[name]()
+    elif name in private:
+        group, getter = private[name]
+        if group not in profile.secrets:
+            raise ValueError(f"profile {profile.name} asks for {name} without secret group {group}")
+        data = getter()
+    else:
+        raise ValueError(f"profile {profile.name}: unknown state item {name}")
+    if data is None:
+        raise ValueError(f"profile {profile.name}: state item {name} is not in the state")
+    return data
+
+
+def _yaml_documents(docs: list[dict]) -> bytes:
+    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=1000).encode()
+
+
+def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: Profile) -> bytes:
+    secrets = _secrets_for(profile, state)
+    if name == "kubeadm-init":
+        return _yaml_documents(kubeadm.init_documents(plan, node, secrets["bootstrap_token"],
+                                                      secrets["certificate_key"], plan.cluster.token_ttl))
+    if name == "kubeadm-join-control-plane":
+        return _yaml_documents(kubeadm.join_documents(plan, node, secrets["bootstrap_token"], state.discovery_hash,
+                                                      control_plane=True))
+    if name == "kubeadm-join-worker":
+        return _yaml_documents(kubeadm.join_documents(plan, node, secrets["bootstrap_token"], state.discovery_hash,
+                                                      control_plane=False))
+    if name == "etcd-patch":
+        return yaml.safe_dump(kubeadm.ETCD_PATCH, sort_keys=False).encode()
+    raise ValueError(f"profile {profile.name}: unknown generator {name}")
+
+
+# -- template context ------------------------------------------------------------------------------------------
+
+def kernel_modules(plan: Plan) -> tuple[str, ...]:
+    mods = list(BASE_MODULES)
+    if plan.cluster.kube_proxy_mode == "ipvs":
+        mods += IPVS_MODULES
+    if plan.cluster.cni == "calico":
+        mods += [m for m in CALICO_MODULES if m not in mods]
+    return tuple(mods)
+
+
+def _registry_node(plan: Plan) -> Node | None:
+    return next((n for n in plan.nodes if n.role == "registry"), None)
+
+
+def _registry_hosts(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """containerd certs.d entries: (all hosts.toml entries, private registries needing the registry CA)."""
+    c = plan.cluster
+    private: list[dict[str, Any]] = []
+    harbor = plan.registry.hostname if plan.registry and _registry_node(plan) else ""
+    ca_path = f"/etc/containerd/certs.d/{harbor}/ca.crt"
+    if harbor:
+        private.append({"host": harbor})
+    hosts: dict[str, dict[str, Any]] = {}
+
+    def mirror_of(host: str, server: str) -> dict[str, Any]:
+        return hosts.setdefault(host, {"host": host, "server": server, "mirrors": []})
+
+    for url in c.registry_mirrors:
+        mirror_of("docker.io", "https://registry-1.docker.io")["mirrors"].append(
+            {"url": url, "capabilities": ["pull", "resolve"], "override_path": False, "ca": ""})
+    if harbor and plan.registry and plan.registry.use_as_mirror:
+        # Harbor proxy-cache projects named after the upstream: dockerhub and k8s (see README).
+        for host, server, project in (("docker.io", "https://registry-1.docker.io", "dockerhub"),
+                                      (c.image_repository.split("/")[0], "https://" + c.image_repository.split("/")[0],
+                                       "k8s")):
+            mirror_of(host, server)["mirrors"].insert(0, {
+                "url": f"https://{harbor}/v2/{project}", "capabilities": ["pull", "resolve"],
+                "override_path": True, "ca": ca_path})
+    if harbor:
+        mirror_of(harbor, f"https://{harbor}")["mirrors"].append(
+            {"url": f"https://{harbor}", "capabilities": ["pull", "resolve", "push"], "override_path": False,
+             "ca": ca_path})
+    return [hosts[h] for h in sorted(hosts)], private
+
+
+def _docker_daemon(plan: Plan) -> dict[str, Any]:
+    d = plan.cluster.docker
+    daemon: dict[str, Any] = {
+        "exec-opts": ["native.cgroupdriver=systemd"],
+        "log-driver": "json-file",
+        "log-opts": {"max-size": d.log_max_size, "max-file": str(d.log_max_file)},
+        "storage-driver": "overlay2",
+        "live-restore": True,
+        "data-root": d.data_root,
+    }
+    mirrors = list(d.registry_mirrors) or list(plan.cluster.registry_mirrors)
+    if mirrors:
+        daemon["registry-mirrors"] = mirrors
+    if d.insecure_registries:
+        daemon["insecure-registries"] = list(d.insecure_registries)
+    # Docker's bridge would NAT pod traffic of a CNI network it does not know about.
+    if plan.cluster.cni == "host-gw":
+        daemon["bridge"] = "none"
+        daemon["iptables"] = True
+    return daemon
+
+
+def _host_gw_conflist(plan: Plan, node: Node) -> dict[str, Any] | None:
+    if plan.cluster.cni != "host-gw" or not node.is_kubernetes:
+        return None
+    return {
+        # 0.4.0: the newest version the CNI library of dockershim-era kubelets (1.20-1.23) reads.
+        "cniVersion": "0.4.0",
+        "name": "imagegen-host-gw",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": str(plan.pod_subnet(node.name))}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def _steps(profile: Profile, ctx: dict[str, Any]) -> list[str]:
+    return [s.name for s in profile.steps if not s.when or evaluate(s.when, ctx)]
+
+
+def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) -> dict[str, Any]:
+    distro = load_distro(plan.cluster.distro)
+    cps = plan.control_planes
+    previous = None
+    if node.role == "control-plane" and node != cps[0]:
+        previous = cps[cps.index(node) - 1]
+    lbs = plan.load_balancers
+    hosts, private = _registry_hosts(plan)
+    skip = [f"addon/{a}" for a in plan.cluster.skip_addons]
+    rules = plan.cluster.rules
+    ctx: dict[str, Any] = {
+        "plan": plan, "node": node, "cluster": plan.cluster, "endpoint": plan.endpoint, "network": plan.network,
+        "distro": distro, "rules": rules, "endpoint_address": plan.endpoint_address,
+        "first_control_plane": node.role == "control-plane" and node == cps[0],
+        "previous_control_plane": previous,
+        "kernel_modules": kernel_modules(plan),
+        "pause_image": kubeadm.pause_image(plan),
+        "docker_daemon": _docker_daemon(plan),
+        "host_gw_conflist": _host_gw_conflist(plan, node),
+        "registry_node": _registry_node(plan),
+        "registry_hosts": hosts,
+        "private_registries": private,
+        "package_revision": PACKAGE_REVISION,
+        "skip_phases": skip,
+        "patches_flag": "" if rules.patches_in_config else f"--experimental-patches={kubeadm.PATCH_DIR}",
+        "vrrp_router_id": int(hashlib.sha256(plan.cluster.name.encode()).hexdigest(), 16) % 255 + 1,
+        "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
+        "secrets": _secrets_for(profile, state),
+    }
+    ctx["steps"] = _steps(profile, ctx)
+    groups = list(profile.packages)
+    if node.is_kubernetes:
+        groups.append(plan.cluster.container_runtime)
+    ctx["packages"] = distro.package_names(tuple(groups))
+    return ctx
+
+
+# -- user-data --------------------------------------------------------------------------------------------------
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # Multi-line file contents as literal blocks, so a reviewer reads golden files as the files themselves.
+    if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()) and "\t" not in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def _expand(spec: FileSpec, ctx: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    env = environment()
+    if spec.when and not evaluate(spec.when, ctx):
+        return
+    items = evaluate(spec.foreach, ctx) if spec.foreach else [None]
+    for item in items:
+        local = {**ctx, "item": item}
+        yield env.from_string(spec.path).render(local), local
+
+
+def node_files(plan: Plan, node: Node, state: ClusterState) -> list[dict[str, Any]]:
+    """The write_files entries of one node, in profile order."""
+    profile = load_profile(node.role)
+    ctx = node_context(plan, node, state, profile)
+    env = environment()
+    entries: list[dict[str, Any]] = []
+    for spec in profile.files:
+        for path, local in _expand(spec, ctx):
+            if spec.template:
+                name = env.from_string(spec.template).render(local)
+                content = env.get_template(name).render(local)
+                if not content.endswith("\n"):
+                    content += "\n"
+            elif spec.generator:
+                content = _generate(spec.generator, plan, node, state, profile).decode()
+            else:
+                content = _state_item(spec.state, profile, state).decode()
+            secret = spec.secret or spec.generator.startswith("kubeadm")
+            entry: dict[str, Any] = {"path": path, "owner": "root:root",
+                                     "permissions": "0600" if secret else spec.mode, "content": content}
+            if spec.append:
+                entry["append"] = True
+            entries.append(entry)
+    return entries
+
+
+def render_user_data(plan: Plan, node: Node, state: ClusterState) -> bytes:
+    profile = load_profile(node.role)
+    ctx = node_context(plan, node, state, profile)
+    skeleton = yaml.safe_load(environment().get_template("cloud-config.yaml.j2").render(ctx))
+    skeleton["write_files"] = node_files(plan, node, state)
+    body = yaml.dump(skeleton, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000,
+                     allow_unicode=True)
+    return ("#cloud-config\n" + body).encode()
+
+
+def render_network_config(plan: Plan, node: Node) -> bytes:
+    ctx = {"plan": plan, "node": node, "network": plan.network}
+    return (environment().get_template("network-config.yaml.j2").render(ctx) + "\n").encode()
+
+
+def render_meta_data(node: Node, user_data: bytes, network_config: bytes) -> bytes:
+    # The instance-id follows the node's data, so cloud-init treats changed data as a new instance.
+    digest = hashlib.sha256(user_data + b"\0" + network_config).hexdigest()[:12]
+    ctx = {"node": node, "instance_id": f"{node.name}-{digest}"}
+    return (environment().get_template("meta-data.j2").render(ctx) + "\n").encode()
+
+
+def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifact]:
+    user_data = render_user_data(plan, node, state)
+    network_config = render_network_config(plan, node)
+    meta_data = render_meta_data(node, user_data, network_config)
+    seed = {"user-data": user_data, "meta-data": meta_data, "network-config": network_config}
+    base = f"nodes/{node.name}"
+    return {
+        f"{base}/user-data": Artifact(user_data, 0o600),
+        f"{base}/meta-data": Artifact(meta_data),
+        f"{base}/network-config": Artifact(network_config),
+        f"seeds/{node.name}.iso": Artifact(build_seed_iso(seed), 0o600),
+    }
+
+
+def render_cluster(plan: Plan, state: ClusterState,
+                   progress: Callable[[Node, int, int], None] | None = None) -> dict[str, Artifact]:
+    out: dict[str, Artifact] = {}
+    for i, node in enumerate(plan.nodes):
+        out.update(render_node(plan, node, state))
+        if progress:
+            progress(node, i + 1, len(plan.nodes))
+    out["admin.conf"] = Artifact(admin_kubeconfig(plan, state), 0o600)
+    out["manifest.json"] = Artifact(render_manifest(plan, state, out))
+    return out
+
+
+def render_manifest(plan: Plan, state: ClusterState, files: dict[str, Artifact]) -> bytes:
+    nodes = []
+    for node in plan.nodes:
+        prefix = f"nodes/{node.name}/"
+        owned = {p: a.sha256 for p, a in sorted(files.items())
+                 if p.startswith(prefix) or p == f"seeds/{node.name}.iso"}
+        nodes.append({"name": node.name, "role": node.role, "ip": str(node.ip), "mac": node.mac,
+                      "secrets": list(load_profile(node.role).secrets), "files": owned})
+    manifest = {
+        "generator": "imagegen",
+        "cluster": plan.cluster.name,
+        "kubernetes_version": str(plan.cluster.kubernetes_version),
+        "kubeadm_api": plan.cluster.rules.kubeadm_api_version,
+        "container_runtime": plan.cluster.container_runtime,
+        "endpoint": {"mode": plan.endpoint.mode, "name": plan.endpoint.name,
+                     "address": str(plan.endpoint_address), "port": plan.endpoint.port},
+        "discovery_hash": state.discovery_hash,
+        "nodes": nodes,
+        "files": {"admin.conf": files["admin.conf"].sha256},
+    }
+    return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()

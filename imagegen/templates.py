@@ -1,0 +1,34 @@
+"""The Jinja environment over `cloud-init/`: strict (an undefined name is an error, never an empty string)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from imagegen.resources import data_dir
+
+
+@cache
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir() / "cloud-init")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        autoescape=False,
+        # Shell's ${#array[@]} would open a Jinja comment; templates comment with {## ... ##} instead.
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+
+
+@cache
+def _expression(text: str) -> Any:
+    return environment().compile_expression(text, undefined_to_none=False)
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """Evaluate a profile's `when`/`foreach` expression against a node's context."""
+    return _expression(expression)(**context)

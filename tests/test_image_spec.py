@@ -1,0 +1,106 @@
+"""Image spec parsing and the cache key: what changes the key, what does not, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagegen.errors import UsageError
+from imagegen.image.build import PROFILES, bundle_digest, load_spec
+from imagegen.image.spec import (
+    ImageFormat,
+    Kernel,
+    cache_key,
+    identity_key,
+    parse_formats,
+    parse_spec,
+)
+
+NODE = yaml.safe_load((PROFILES / "node.yaml").read_text())
+
+
+def key_of(data: dict, **kw: object) -> str:
+    spec = parse_spec(data, **kw)  # type: ignore[arg-type]
+    return cache_key(identity_key(spec, bundle_digest=None), {"customize.sh": "x"})
+
+
+def test_node_spec_resolves_the_cloud_kernel_and_lb_packages() -> None:
+    spec = load_spec("node")
+    assert spec.kernel is Kernel.CLOUD
+    assert "linux-image-cloud-amd64" in spec.packages
+    assert "linux-image-amd64" not in spec.packages
+    for pkg in ("docker.io", "containerd", "apparmor", "keepalived", "nginx", "libnginx-mod-stream", "cloud-init"):
+        assert pkg in spec.packages
+    assert list(spec.packages) == sorted(set(spec.packages))
+    assert spec.artefact_name == "node-cloud"
+
+
+def test_generic_kernel_brings_vmware_tools() -> None:
+    spec = load_spec("node", kernel="generic")
+    assert "linux-image-amd64" in spec.packages and "open-vm-tools" in spec.packages
+    assert "linux-image-cloud-amd64" not in spec.packages
+    assert spec.artefact_name == "node-generic"
+
+
+def test_key_is_stable_and_ignores_package_order_and_formats() -> None:
+    shuffled = dict(NODE, packages={k: list(reversed(v)) for k, v in NODE["packages"].items()})
+    assert key_of(NODE) == key_of(shuffled)
+    assert key_of(NODE) == key_of(NODE, formats=(ImageFormat.OVA,))
+
+
+@pytest.mark.parametrize("change", [
+    {"kernel": "generic"},
+    {"disk_size_gib": 9},
+    {"packages": {**NODE["packages"], "extra": ["htop"]}},
+    {"mirror": "http://mirror.example/debian"},
+])
+def test_key_changes_with_inputs(change: dict) -> None:
+    assert key_of(NODE) != key_of(dict(NODE, **change))
+
+
+def test_key_changes_with_recipe_text_and_bundle() -> None:
+    spec = parse_spec(NODE)
+    ident = identity_key(spec, bundle_digest=None)
+    assert cache_key(ident, {"a": "1"}) != cache_key(ident, {"a": "2"})
+    assert identity_key(spec, bundle_digest="abc") != ident
+
+
+def test_bundle_digest_follows_content(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "kubeadm").write_bytes(b"one")
+    first = bundle_digest(tmp_path)
+    assert bundle_digest(tmp_path) == first
+    (tmp_path / "bin" / "kubeadm").write_bytes(b"two")
+    assert bundle_digest(tmp_path) != first
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"kernel": "rt"}, "kernel"),
+    ({"disk_size_gib": 1}, "disk_size_gib"),
+    ({"suite": "trixie"}, "suite"),
+    ({"packages": {"x": ["Bad Name"]}}, "packages"),
+    ({"packages": {"x": ["curl"]}}, "packages"),  # cloud-init etc. missing
+    ({"colour": "blue"}, "colour"),
+    ({"kernel_packages": {"cloud": ["curl"]}}, "kernel_packages"),
+])
+def test_bad_spec_names_the_field(change: dict, field: str) -> None:
+    with pytest.raises(UsageError, match=field):
+        parse_spec(dict(NODE, **change))
+
+
+def test_formats() -> None:
+    assert parse_formats("qcow2,ova,qcow2") == (ImageFormat.QCOW2, ImageFormat.OVA)
+    with pytest.raises(UsageError, match="vhd"):
+        parse_formats("qcow2,vhd")
+
+
+def test_unknown_spec_lists_known_ones() -> None:
+    with pytest.raises(UsageError, match="node"):
+        load_spec("no-such-spec")
+
+
+def test_missing_bundle_dir_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--bundle"):
+        load_spec("node", bundle=tmp_path / "absent")

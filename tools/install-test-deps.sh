@@ -1,0 +1,52 @@
+#!/bin/bash
+# Installs what `make test` needs and is not on a fresh machine: Debian tools the tests run for real
+# (shellcheck, ISO readers, nginx, keepalived, cloud-localds, systemd-analyze, skopeo, e2fsprogs) and the real
+# cloud-init schema validators of Debian bookworm (22.4) and trixie (25.1), unpacked without installing them.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+cache=${IMAGEGEN_CACHE:-$HOME/.cache/imagegen}
+need=()
+for tool in shellcheck:shellcheck isoinfo:genisoimage xorriso:xorriso nginx:nginx keepalived:keepalived \
+            cloud-localds:cloud-image-utils systemd-analyze:systemd skopeo:skopeo mke2fs:e2fsprogs \
+            debugfs:e2fsprogs openssl:openssl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "${tool%%:*}" >/dev/null 2>&1 \
+    || need+=("${tool#*:}")
+done
+# nginx -t on a stream config needs the stream module, which is its own package.
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "need root for apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+  # The nginx package starts a server; the tests only need `nginx -t`.
+  (command -v systemctl >/dev/null && systemctl stop nginx 2>/dev/null) || nginx -s stop 2>/dev/null || true
+fi
+
+fetch_cloud_init() {
+  local suite=$1 dest=$cache/cloud-init/$1
+  [ -d "$dest/root/usr/lib/python3/dist-packages/cloudinit" ] && return 0
+  local work
+  work=$(mktemp -d)
+  # A private apt configuration: the host's sources and package state stay untouched.
+  mkdir -p "$work/lists/partial" "$work/archives/partial"
+  cat >"$work/sources.list" <<LIST
+deb http://deb.debian.org/debian $suite main
+LIST
+  local opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
+              -o "Dir::Cache=$work" -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1")
+  apt-get "${opts[@]}" update -q >/dev/null
+  (cd "$work" && apt-get "${opts[@]}" download cloud-init >/dev/null)
+  mkdir -p "$dest.tmp"
+  dpkg-deb -x "$work"/cloud-init_*.deb "$dest.tmp/root"
+  dpkg-deb -f "$work"/cloud-init_*.deb Version >"$dest.tmp/version"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  rm -rf "$work"
+  echo "cloud-init $(cat "$dest/version") ($suite) unpacked to $dest"
+}
+fetch_cloud_init bookworm
+fetch_cloud_init trixie

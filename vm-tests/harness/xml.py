@@ -1,0 +1,162 @@
+"""libvirt network and domain XML from frozen descriptions (pure; golden-tested in tests/test_image_vm_xml.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    mac: str
+    ip: str
+    name: str
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    bridge: str  # at most 15 characters (Linux interface name limit)
+    cidr: str  # e.g. 192.168.150.0/24
+    gateway: str  # the host's address on the bridge
+    hosts: tuple[HostEntry, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.bridge) > 15:
+            raise ValueError(f"bridge name {self.bridge!r} is longer than 15 characters")
+        net = ipaddress.ip_network(self.cidr, strict=True)
+        if ipaddress.ip_address(self.gateway) not in net:
+            raise ValueError(f"gateway {self.gateway} is outside {self.cidr}")
+        for h in self.hosts:
+            if ipaddress.ip_address(h.ip) not in net:
+                raise ValueError(f"{h.name}: address {h.ip} is outside {self.cidr}")
+
+
+def network_xml(spec: NetworkSpec) -> str:
+    """NAT network with DHCP reservations by MAC and no DNS service (dnsmasq must never forward a query).
+
+    The DHCP range is a small tail of the subnet so a node without a reservation still gets an address the
+    harness can report, instead of silently colliding with a planned static one.
+    """
+    net = ipaddress.ip_network(spec.cidr)
+    last = net.broadcast_address - 1
+    first = last - 9
+    hosts = "".join(
+        f"      <host mac={quoteattr(h.mac.lower())} name={quoteattr(h.name)} ip={quoteattr(h.ip)}/>\n"
+        for h in spec.hosts
+    )
+    return f"""<network>
+  <name>{escape(spec.name)}</name>
+  <forward mode='nat'/>
+  <bridge name={quoteattr(spec.bridge)} stp='off' delay='0'/>
+  <dns enable='no'/>
+  <ip address={quoteattr(spec.gateway)} netmask={quoteattr(str(net.netmask))}>
+    <dhcp>
+      <range start='{first}' end='{last}'/>
+{hosts}    </dhcp>
+  </ip>
+</network>
+"""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    memory_mib: int
+    vcpus: int
+    disk: str  # qcow2 overlay path
+    seed_iso: str | None
+    mac: str
+    network: str
+    serial_log: str
+    accel: str  # kvm | tcg
+    firmware: str = "bios"  # bios | uefi
+    ovmf_code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    ovmf_vars_template: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    nvram: str = ""
+    tb_cache_mib: int = 256
+    extra_disks: tuple[str, ...] = ()  # read-only raw disks (e.g. the bundle), shared between domains
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    if spec.accel == "kvm":
+        dom_type, cpu, tcg = "kvm", "<cpu mode='host-passthrough' check='none' migratable='off'/>", ""
+    elif spec.accel == "tcg":
+        # 'maximum' gives TCG every feature it can emulate (x86-64-v2+); the smaller translation cache keeps
+        # qemu's RSS near guest RAM + 350 MB instead of + 1 GiB.
+        dom_type, cpu = "qemu", "<cpu mode='maximum' check='none'/>"
+        tcg = f"    <tcg>\n      <tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache>\n    </tcg>\n"
+    else:
+        raise ValueError(f"accel {spec.accel!r}: use kvm or tcg")
+    if spec.firmware == "uefi":
+        loader = (f"    <loader readonly='yes' type='pflash'>{escape(spec.ovmf_code)}</loader>\n"
+                  f"    <nvram template={quoteattr(spec.ovmf_vars_template)}>{escape(spec.nvram)}</nvram>\n")
+    elif spec.firmware == "bios":
+        loader = ""
+    else:
+        raise ValueError(f"firmware {spec.firmware!r}: use bios or uefi")
+    seed = ""
+    if spec.seed_iso:
+        # virtio-scsi, not SATA: the cloud kernel has no AHCI driver.
+        seed = f"""    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file={quoteattr(spec.seed_iso)}/>
+      <target dev='sda' bus='scsi'/>
+      <readonly/>
+    </disk>
+"""
+    extra = "".join(f"""    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file={quoteattr(path)}/>
+      <target dev='vd{chr(ord("b") + i)}' bus='virtio'/>
+      <readonly/>
+      <shareable/>
+    </disk>
+""" for i, path in enumerate(spec.extra_disks))
+    return f"""<domain type='{dom_type}'>
+  <name>{escape(spec.name)}</name>
+  <memory unit='MiB'>{spec.memory_mib}</memory>
+  <vcpu>{spec.vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+{loader}    <boot dev='hd'/>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+{tcg}  </features>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file={quoteattr(spec.disk)}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+{extra}{seed}    <controller type='scsi' model='virtio-scsi'/>
+    <interface type='network'>
+      <mac address={quoteattr(spec.mac.lower())}/>
+      <source network={quoteattr(spec.network)}/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'>
+      <log file={quoteattr(spec.serial_log)} append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+    <rng model='virtio'>
+      <backend model='random'>/dev/urandom</backend>
+    </rng>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+0:+0</label>
+  </seclabel>
+</domain>
+"""
