@@ -51,7 +51,7 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 
 
 def new_ca(common_name: str, now: dt.datetime | None = None) -> KeyPair:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     key = new_key()
     name = _name(common_name)
     cert = (
@@ -75,7 +75,7 @@ def new_ca(common_name: str, now: dt.datetime | None = None) -> KeyPair:
 def new_leaf(ca: KeyPair, common_name: str, *, org: str | None = None, client: bool = False,
              server: bool = False, dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = (),
              now: dt.datetime | None = None) -> KeyPair:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, rsa.RSAPrivateKey)
     key = new_key()

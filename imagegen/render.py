@@ -10,8 +10,10 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+import jinja2
 import yaml
 
 from imagegen import kubeadm
@@ -87,7 +89,7 @@ def _state_item(name: str, profile: Profile, state: ClusterState) -> bytes:
 
 
 def _yaml_documents(docs: list[dict]) -> bytes:
-    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=1000).encode()
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000).encode()
 
 
 def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: Profile) -> bytes:
@@ -102,7 +104,7 @@ def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: P
         return _yaml_documents(kubeadm.join_documents(plan, node, secrets["bootstrap_token"], state.discovery_hash,
                                                       control_plane=False))
     if name == "etcd-patch":
-        return yaml.safe_dump(kubeadm.ETCD_PATCH, sort_keys=False).encode()
+        return _dump(kubeadm.ETCD_PATCH).encode()
     raise ValueError(f"profile {profile.name}: unknown generator {name}")
 
 
@@ -233,7 +235,11 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
 
 # -- user-data --------------------------------------------------------------------------------------------------
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter when PyYAML has it (its wheels do): user-data emission dominates render time otherwise.
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
     pass
 
 
@@ -247,29 +253,58 @@ def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str_presenter)
 
 
+def _dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000,
+                     allow_unicode=True)
+
+
+@lru_cache(maxsize=4096)
+def _dump_entry(path: str, permissions: str, content: str, append: bool) -> str:
+    """One write_files item as YAML. Most items are identical across nodes of a role, so they are emitted once."""
+    entry: dict[str, Any] = {"path": path, "owner": "root:root", "permissions": permissions, "content": content}
+    if append:
+        entry["append"] = True
+    return _dump([entry])
+
+
+# Content of files marked per_plan (the same on every node, e.g. /etc/hosts), rendered once per plan object.
+_PER_PLAN: dict[tuple[int, str], tuple[Plan, str]] = {}
+
+
+@lru_cache(maxsize=1024)
+def _compiled(text: str) -> jinja2.Template:
+    return environment().from_string(text)
+
+
 def _expand(spec: FileSpec, ctx: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    env = environment()
     if spec.when and not evaluate(spec.when, ctx):
         return
     items = evaluate(spec.foreach, ctx) if spec.foreach else [None]
     for item in items:
         local = {**ctx, "item": item}
-        yield env.from_string(spec.path).render(local), local
+        yield _compiled(spec.path).render(local), local
 
 
-def node_files(plan: Plan, node: Node, state: ClusterState) -> list[dict[str, Any]]:
+def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] | None = None
+               ) -> list[dict[str, Any]]:
     """The write_files entries of one node, in profile order."""
     profile = load_profile(node.role)
-    ctx = node_context(plan, node, state, profile)
+    ctx = ctx if ctx is not None else node_context(plan, node, state, profile)
     env = environment()
     entries: list[dict[str, Any]] = []
     for spec in profile.files:
         for path, local in _expand(spec, ctx):
             if spec.template:
-                name = env.from_string(spec.template).render(local)
-                content = env.get_template(name).render(local)
-                if not content.endswith("\n"):
-                    content += "\n"
+                name = _compiled(spec.template).render(local)
+                key = (id(plan), name)
+                if spec.per_plan and key in _PER_PLAN and _PER_PLAN[key][0] is plan:
+                    content = _PER_PLAN[key][1]
+                else:
+                    content = env.get_template(name).render(local)
+                    if not content.endswith("\n"):
+                        content += "\n"
+                    if spec.per_plan:
+                        _PER_PLAN[key] = (plan, content)
             elif spec.generator:
                 content = _generate(spec.generator, plan, node, state, profile).decode()
             else:
@@ -286,11 +321,11 @@ def node_files(plan: Plan, node: Node, state: ClusterState) -> list[dict[str, An
 def render_user_data(plan: Plan, node: Node, state: ClusterState) -> bytes:
     profile = load_profile(node.role)
     ctx = node_context(plan, node, state, profile)
-    skeleton = yaml.safe_load(environment().get_template("cloud-config.yaml.j2").render(ctx))
-    skeleton["write_files"] = node_files(plan, node, state)
-    body = yaml.dump(skeleton, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000,
-                     allow_unicode=True)
-    return ("#cloud-config\n" + body).encode()
+    skeleton = yaml.load(environment().get_template("cloud-config.yaml.j2").render(ctx),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    entries = [_dump_entry(f["path"], f["permissions"], f["content"], bool(f.get("append")))
+               for f in node_files(plan, node, state, ctx)]
+    return ("#cloud-config\n" + _dump(skeleton) + "write_files:\n" + "".join(entries)).encode()
 
 
 def render_network_config(plan: Plan, node: Node) -> bytes:
@@ -328,15 +363,21 @@ def render_cluster(plan: Plan, state: ClusterState,
             progress(node, i + 1, len(plan.nodes))
     out["admin.conf"] = Artifact(admin_kubeconfig(plan, state), 0o600)
     out["manifest.json"] = Artifact(render_manifest(plan, state, out))
+    for key in [k for k, v in _PER_PLAN.items() if v[0] is plan]:
+        del _PER_PLAN[key]
     return out
 
 
 def render_manifest(plan: Plan, state: ClusterState, files: dict[str, Artifact]) -> bytes:
     nodes = []
+    by_node: dict[str, dict[str, str]] = {}
+    for p, a in sorted(files.items()):
+        if p.startswith("nodes/"):
+            by_node.setdefault(p.split("/")[1], {})[p] = a.sha256
+        elif p.startswith("seeds/"):
+            by_node.setdefault(p[len("seeds/"):-len(".iso")], {})[p] = a.sha256
     for node in plan.nodes:
-        prefix = f"nodes/{node.name}/"
-        owned = {p: a.sha256 for p, a in sorted(files.items())
-                 if p.startswith(prefix) or p == f"seeds/{node.name}.iso"}
+        owned = by_node.get(node.name, {})
         nodes.append({"name": node.name, "role": node.role, "ip": str(node.ip), "mac": node.mac,
                       "secrets": list(load_profile(node.role).secrets), "files": owned})
     manifest = {

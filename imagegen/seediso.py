@@ -45,7 +45,7 @@ def _fixed_clock() -> Iterator[None]:
         try:
             yield
         finally:
-            for m, t in zip(_PATCHED, saved):
+            for m, t in zip(_PATCHED, saved, strict=False):
                 m.time = t
 
 

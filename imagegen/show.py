@@ -19,5 +19,5 @@ def plan_table(plan: Plan) -> str:
     for n in plan.nodes:
         rows.append((n.name, n.role, str(n.ip), n.mac, str(c.kubernetes_version) if n.is_kubernetes else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip() for r in rows]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from imagegen import pki
@@ -42,7 +43,7 @@ class ClusterState:
     harbor_db_password: str | None = None
     vrrp_password: str | None = None
 
-    @property
+    @cached_property
     def discovery_hash(self) -> str:
         return pki.discovery_hash(self.ca.cert_pem)
 

@@ -220,3 +220,21 @@ def test_manifest_parser_names_fields() -> None:
         parse_manifest(json.dumps({"format": 1, "kubernetes_version": "1.20.2", "runtime": "docker",
                                    "files": {"../etc/passwd": "0" * 64}, "images": [],
                                    "cni_plugins": []}).encode())
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None or not Path("/usr/lib/systemd/system").is_dir(),
+                    reason="systemd-analyze not installed")
+def test_systemd_units_pass_systemd_analyze(bundle: Path, tmp_path: Path) -> None:
+    # A scratch root laid out like a node after installing the bundle; the host's own units
+    # provide the targets kubelet.service hangs off.
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system/kubelet.service.d").mkdir(parents=True)
+    shutil.copy(bundle / "systemd/kubelet.service", root / "etc/systemd/system/kubelet.service")
+    shutil.copy(bundle / "systemd/10-kubeadm.conf", root / "etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+    (root / "usr/local/bin").mkdir(parents=True)
+    shutil.copy(bundle / "bin/kubelet", root / "usr/local/bin/kubelet")
+    result = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "kubelet.service"],
+                            capture_output=True, text=True, check=False)
+    # Unknown keys and unparsable values are only warnings, so any output counts as a failure.
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stderr

@@ -87,7 +87,7 @@ def _with_parents(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
         while parent and parent not in by_path:
             by_path[parent] = LayerEntry(parent, "dir", 0o755)
             parent = os.path.dirname(parent)
-    for path, entry in by_path.items():
+    for path in by_path:
         parent = os.path.dirname(path)
         if parent and by_path[parent].kind != "dir":
             raise ArchiveError(f"layer entry {path!r} sits below {parent!r}, which is not a directory")

@@ -28,11 +28,15 @@ RestartSec=10
 WantedBy=multi-user.target
 """
 
+_KUBECONFIG_ARGS = (
+    "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+)
+
 KUBEADM_DROPIN = f"""\
 # kubeadm drop-in for kubelet.service (install as
 # /etc/systemd/system/kubelet.service.d/10-kubeadm.conf).
 [Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_KUBECONFIG_ARGS={_KUBECONFIG_ARGS}"
 Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
 # Written by `kubeadm init` / `kubeadm join`: sets KUBELET_KUBEADM_ARGS.
 EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env

@@ -304,6 +304,7 @@ def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFi
     if ImageFormat.RAW not in formats:
         raw.unlink()
 
+    shutil.rmtree(staging)
     progress.begin("done")
     return {
         "key": key,

@@ -104,7 +104,8 @@ umount /boot/efi
 rm -f {GRUB_SETUP_PATH}
 rm -rf /dev/disk
 sync
-mount -o remount,ro /
+# This script is still open (and now deleted), so a plain remount,ro is refused: sysrq forces it.
+echo u >/proc/sysrq-trigger
 trap - EXIT
 echo "{GRUB_OK}" >/dev/console
 echo o >/proc/sysrq-trigger
@@ -125,6 +126,8 @@ staging="$2"
 bundle="${{3:-}}"
 cp -a "$staging"/. "$root"/
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service ssh.service
+# The kernel's initramfs was made before /etc/fstab existed, so it lacks fsck for the root filesystem.
+chroot "$root" update-initramfs -u -k all
 # Persistent journal: node preparation sizes it with a journald drop-in.
 mkdir -p "$root"/var/log/journal
 {removes}

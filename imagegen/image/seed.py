@@ -1,30 +1,13 @@
-"""A minimal NoCloud seed ISO for image boot checks (label cidata, Joliet + Rock Ridge names).
+"""A minimal NoCloud seed for image boot checks; node seeds come from `imagegen render`.
 
-Node seeds come from `imagegen render`; this one only proves an image reaches cloud-init's final stage.
+It only proves an image reaches cloud-init's final stage; the ISO itself is written by imagegen.seediso.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping
 from pathlib import Path
 
-import pycdlib
-
-
-def write_nocloud_seed(path: Path, files: Mapping[str, bytes]) -> None:
-    """Write `files` (user-data, meta-data, network-config ...) to an ISO 9660 volume labelled cidata."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
-    try:
-        for name, data in sorted(files.items()):
-            short = "".join(c for c in name.upper() if c.isalnum())[:8]
-            iso.add_fp(io.BytesIO(data), len(data), f"/{short}.;1", rr_name=name, joliet_path=f"/{name}")
-        tmp = path.with_name(path.name + ".tmp")
-        iso.write(str(tmp))
-        tmp.rename(path)
-    finally:
-        iso.close()
+from imagegen.seediso import build_seed_iso
 
 
 def trivial_seed_files(hostname: str, final_message: str) -> dict[str, bytes]:
@@ -39,4 +22,4 @@ def trivial_seed_files(hostname: str, final_message: str) -> dict[str, bytes]:
 
 
 def write_trivial_seed(path: Path, *, hostname: str, final_message: str) -> None:
-    write_nocloud_seed(path, trivial_seed_files(hostname, final_message))
+    path.write_bytes(build_seed_iso(trivial_seed_files(hostname, final_message)))

@@ -1,0 +1,224 @@
+"""Version rules and role content: kubeadm API generation, flag names, runtime rules, pinned versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagegen.kubeadm import cri_socket
+from imagegen.plan import parse_plan
+from imagegen.render import render_user_data
+from imagegen.versions import KubeVersion, rules_for
+
+from .conftest import CACHE, Rendered, plan_ids
+
+
+@pytest.mark.parametrize("version,api", [("1.20.2", "v1beta2"), ("1.21.14", "v1beta2"), ("1.22.0", "v1beta3"),
+                                         ("1.30.6", "v1beta3"), ("1.31.0", "v1beta4"), ("1.34.2", "v1beta4")])
+def test_kubeadm_api_generation(version: str, api: str) -> None:
+    assert rules_for(KubeVersion.parse(version)).kubeadm_api == api
+
+
+@pytest.mark.parametrize("version,dockershim,scheme,super_admin,pkgs", [
+    ("1.20.2", True, False, False, False), ("1.23.17", True, False, False, False),
+    ("1.24.0", False, True, False, True), ("1.28.15", False, True, False, True),
+    ("1.29.0", False, True, True, True), ("1.34.2", False, True, True, True)])
+def test_runtime_and_endpoint_rules(version: str, dockershim: bool, scheme: bool, super_admin: bool,
+                                    pkgs: bool) -> None:
+    rules = rules_for(KubeVersion.parse(version))
+    assert rules.has_dockershim is dockershim
+    assert rules.cri_socket_uri_scheme is scheme
+    assert rules.kube_vip_needs_super_admin is super_admin
+    assert rules.pkgs_k8s_io is pkgs
+    # --experimental-cluster-signing-duration was removed in 1.25; every supported version takes the new name.
+    assert rules.signing_duration_flag == "cluster-signing-duration"
+
+
+def _kubeadm(r: Rendered, node: str) -> list[dict]:
+    return list(yaml.safe_load_all(r.file(node, "/etc/imagegen/kubeadm.yaml")))
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_kubeadm_documents(rendered: dict[str, Rendered], plan_id: str) -> None:
+    r = rendered[plan_id]
+    plan = r.plan
+    api = plan.cluster.rules.kubeadm_api_version
+    first = plan.first_control_plane
+    docs = {d["kind"]: d for d in _kubeadm(r, first.name)}
+    assert set(docs) == {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration",
+                         "KubeProxyConfiguration"}
+    init, cc = docs["InitConfiguration"], docs["ClusterConfiguration"]
+    assert init["apiVersion"] == cc["apiVersion"] == api
+    assert init["bootstrapTokens"][0]["token"] == r.state.bootstrap_token
+    assert init["certificateKey"] == r.state.certificate_key
+    assert cc["controlPlaneEndpoint"] == f"{plan.endpoint.name}:{plan.endpoint.port}"
+    assert cc["kubernetesVersion"] == f"v{plan.cluster.kubernetes_version}"
+    sans = set(cc["apiServer"]["certSANs"])
+    assert {plan.endpoint.name, str(plan.endpoint_address)} | {str(n.ip) for n in plan.control_planes} <= sans
+    cm_args = cc["controllerManager"]["extraArgs"]
+    if api.endswith("v1beta4"):
+        assert {"name": "cluster-signing-duration", "value": "87600h"} in cm_args
+    else:
+        assert cm_args["cluster-signing-duration"] == "87600h"
+    kubelet = docs["KubeletConfiguration"]
+    assert kubelet["cgroupDriver"] == "systemd" and kubelet["rotateCertificates"] and kubelet["serverTLSBootstrap"]
+    assert docs["KubeProxyConfiguration"]["mode"] == plan.cluster.kube_proxy_mode
+    assert init["nodeRegistration"]["criSocket"] == cri_socket(plan)
+    for node in plan.kubernetes_nodes:
+        if node == first:
+            continue
+        (join,) = _kubeadm(r, node.name)
+        assert join["kind"] == "JoinConfiguration" and join["apiVersion"] == api
+        bt = join["discovery"]["bootstrapToken"]
+        assert bt["caCertHashes"] == [r.state.discovery_hash] and bt["token"] == r.state.bootstrap_token
+        assert "unsafeSkipCAVerification" not in bt
+        assert ("controlPlane" in join) == (node.role == "control-plane")
+        assert "certificateKey" not in join.get("controlPlane", {})
+
+
+def test_cri_socket_per_runtime_and_version(base_plan: dict) -> None:
+    assert cri_socket(parse_plan(base_plan)) == "unix:///run/containerd/containerd.sock"
+    base_plan["cluster"].update(kubernetes_version="1.20.2", container_runtime="docker",
+                                package_repository="https://mirror.example.internal/k8s/")
+    assert cri_socket(parse_plan(base_plan)) == "/var/run/dockershim.sock"
+    base_plan["cluster"].update(kubernetes_version="1.28.15", cri_dockerd=True)
+    assert cri_socket(parse_plan(base_plan)) == "unix:///var/run/cri-dockerd.sock"
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_same_pinned_versions_on_every_node(rendered: dict[str, Rendered], plan_id: str) -> None:
+    r = rendered[plan_id]
+    pins = set()
+    for node in r.plan.kubernetes_nodes:
+        env = dict(line.split("=", 1) for line in r.file(node.name, "/etc/imagegen/bootstrap.env").splitlines()
+                   if "=" in line and not line.startswith("#"))
+        pins.add((env["KUBERNETES_VERSION"], env["PACKAGE_REVISION"], env["PACKAGE_REPOSITORY"]))
+    assert len(pins) == 1
+    distro = r.file(r.plan.kubernetes_nodes[0].name, "/usr/local/lib/imagegen/distro.sh")
+    assert 'apt-mark hold kubeadm kubelet kubectl' in distro and '"kubeadm=$version-$revision"' in distro
+
+
+@pytest.mark.parametrize("plan_id", ["ha", "kube-vip"])
+def test_containerd_config(rendered: dict[str, Rendered], plan_id: str) -> None:
+    r = rendered[plan_id]
+    node = r.plan.kubernetes_nodes[-1].name
+    conf = tomllib.loads(r.file(node, "/etc/containerd/config.toml"))
+    cri = conf["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert cri["sandbox_image"] == f"registry.k8s.io/pause:{r.plan.cluster.rules.pause_tag}"
+    assert cri["registry"]["config_path"] == "/etc/containerd/certs.d"
+    for path, f in r.files(node).items():
+        if path.endswith("hosts.toml"):
+            hosts = tomllib.loads(f["content"])
+            assert hosts["server"].startswith("https://")
+
+
+def test_harbor_mirror_and_trust(rendered: dict[str, Rendered]) -> None:
+    r = rendered["ha"]
+    files = r.files("worker-1")
+    ca = files["/etc/containerd/certs.d/harbor.example.internal/ca.crt"]["content"]
+    assert ca.encode() == r.state.registry_ca.cert_pem
+    hosts = tomllib.loads(files["/etc/containerd/certs.d/docker.io/hosts.toml"]["content"])
+    assert hosts["host"]["https://harbor.example.internal/v2/dockerhub"]["override_path"] is True
+
+
+def test_docker_daemon_json(rendered: dict[str, Rendered]) -> None:
+    r = rendered["k8s-1.28-docker"]
+    daemon = json.loads(r.file("wk-a", "/etc/docker/daemon.json"))
+    assert daemon["exec-opts"] == ["native.cgroupdriver=systemd"]
+    assert daemon["log-driver"] == "json-file" and daemon["log-opts"] == {"max-size": "100m", "max-file": "5"}
+    assert daemon["storage-driver"] == "overlay2" and daemon["live-restore"] is True
+    assert daemon["registry-mirrors"] == ["https://mirror.example.internal"]
+    assert daemon["insecure-registries"] == ["registry.lab.internal:5000"]
+    assert daemon["data-root"] == "/srv/docker"
+    env = r.file("wk-a", "/etc/imagegen/bootstrap.env")
+    assert "CRI_DOCKERD=1" in env
+
+
+def test_node_preparation_content(rendered: dict[str, Rendered]) -> None:
+    r = rendered["ha"]
+    modules = r.file("worker-1", "/etc/modules-load.d/imagegen-kubernetes.conf").split()
+    assert {"br_netfilter", "overlay", "nf_conntrack", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "ipip",
+            "xt_set"} <= set(modules)
+    sysctl = r.file("worker-1", "/etc/sysctl.d/90-imagegen-kubernetes.conf")
+    for line in ("net.bridge.bridge-nf-call-iptables = 1", "net.ipv4.ip_forward = 1", "vm.swappiness = 0",
+                 "vm.overcommit_memory = 1", "vm.panic_on_oom = 0", "fs.nr_open = 52706963"):
+        assert line in sysctl
+    assert "tcp_tw_recycle" not in sysctl.replace("# imagegen", "").split("\n", 1)[1]
+    journald = r.file("worker-1", "/etc/systemd/journald.conf.d/90-imagegen.conf")
+    assert "Storage=persistent" in journald and "ForwardToSyslog=no" in journald
+    assert "ipvs" not in "".join(rendered["k8s-1.28-docker"].file("wk-a", "/etc/modules-load.d/"
+                                                                       "imagegen-kubernetes.conf").split("\n")[1:])
+
+
+def test_plan_overrides_sysctl_and_journald(base_plan: dict) -> None:
+    from imagegen.state import ClusterState  # noqa: F401 - only for the type in the fixture below
+
+    base_plan["cluster"]["sysctl"] = {"vm.swappiness": 1, "net.core.somaxconn": 32768}
+    base_plan["cluster"]["journald"] = {"SystemMaxUse": "2G"}
+    plan = parse_plan(base_plan)
+    assert ("vm.swappiness", "1") in plan.cluster.sysctl and ("net.core.somaxconn", "32768") in plan.cluster.sysctl
+    assert ("SystemMaxUse", "2G") in plan.cluster.journald
+
+
+def test_kube_vip_manifest(rendered: dict[str, Rendered]) -> None:
+    r = rendered["kube-vip"]
+    pod = yaml.safe_load(r.file("k8scp-01", "/etc/imagegen/kube-vip.yaml"))
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["address"] == "172.31.253.60" and env["vip_arp"] == "true" and env["vip_leaderelection"] == "true"
+    assert env["vip_interface"] == "eth0"
+    assert "kube-vip.yaml" not in "".join(r.files("k8swn-01"))
+    # 1.30 needs super-admin.conf while kubeadm init runs (kube-vip #684)
+    assert "KUBE_VIP_SUPER_ADMIN=1" in r.file("k8scp-01", "/etc/imagegen/bootstrap.env")
+
+
+def test_steps_per_role(rendered: dict[str, Rendered]) -> None:
+    r = rendered["ha"]
+
+    def steps(node: str) -> str:
+        env = r.file(node, "/etc/imagegen/bootstrap.env")
+        return next(line for line in env.splitlines() if line.startswith("STEPS="))
+
+    assert "init_cluster" in steps("cp-1") and "join_control_plane" not in steps("cp-1")
+    assert "join_control_plane" in steps("cp-2") and "init_cluster" not in steps("cp-2")
+    assert "PREVIOUS_CONTROL_PLANE=192.168.10.12" in r.file("cp-3", "/etc/imagegen/bootstrap.env")
+    assert "join_worker" in steps("worker-1")
+    assert "install_load_balancer" in steps("lb-1") and "install_registry" in steps("harbor")
+
+
+def test_host_gw_routes(rendered: dict[str, Rendered]) -> None:
+    r = rendered["single"]
+    routes = r.file("lab-cp-1", "/etc/imagegen/host-gw-routes").splitlines()
+    assert "10.244.1.0/24 10.77.0.21" in routes and "POD_CIDR 10.244.0.0/16" in routes
+    conf = json.loads(r.file("lab-worker-1", "/etc/cni/net.d/10-imagegen-host-gw.conflist"))
+    assert conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "10.244.1.0/24"
+
+
+def _bundle_kubeadm() -> Path | None:
+    path = CACHE / "bundle" / "current" / "bin" / "kubeadm"
+    return path if path.exists() else None
+
+
+@pytest.mark.skipif(_bundle_kubeadm() is None, reason="no kubeadm binary: build the test bundle with `make bundle`")
+def test_real_kubeadm_1_20_reads_rendered_config(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    r = rendered["single"]
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(r.file("lab-cp-1", "/etc/imagegen/kubeadm.yaml"))
+    result = subprocess.run([str(_bundle_kubeadm()), "config", "images", "list", "--config", str(config)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "k8s.gcr.io/kube-apiserver:v1.20.2" in result.stdout
+    assert "k8s.gcr.io/etcd:3.4.13-0" in result.stdout
+    assert shutil.which("true")
+
+
+def test_render_is_pure(rendered: dict[str, Rendered]) -> None:
+    r = rendered["ha"]
+    node = r.plan.node("cp-2")
+    assert render_user_data(r.plan, node, r.state) == r.artifacts["nodes/cp-2/user-data"].data

@@ -1,0 +1,116 @@
+"""Every rendered script through shellcheck, every unit through systemd-analyze verify, and the load balancer's
+configs through nginx -t and keepalived --config-test: the real tools that consume them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import Rendered, plan_ids, require_tool
+
+
+def _scripts(r: Rendered):
+    for node in r.plan.nodes:
+        for f in r.user_data(node.name)["write_files"]:
+            if f["content"].startswith("#!/bin/bash"):
+                yield node.name, f["path"], f["content"]
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_shellcheck(rendered: dict[str, Rendered], plan_id: str, tmp_path: Path) -> None:
+    shellcheck = require_tool("shellcheck")
+    seen = set()
+    scripts = list(_scripts(rendered[plan_id]))
+    assert any(p.endswith("bootstrap.sh") for _, p, _ in scripts)
+    for node, path, content in scripts:
+        if content in seen:
+            continue
+        seen.add(content)
+        file = tmp_path / re.sub(r"\W", "_", f"{node}{path}")
+        file.write_text(content)
+        result = subprocess.run([shellcheck, "-x", "-S", "style", str(file)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{node}:{path}\n{result.stdout}"
+
+
+def test_shellcheck_catches_a_bug(tmp_path: Path) -> None:
+    file = tmp_path / "bad.sh"
+    file.write_text("#!/bin/bash\nrm -rf $1/*\n")
+    assert subprocess.run([require_tool("shellcheck"), str(file)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("plan_id", ["ha", "k8s-1.28-docker"])
+def test_nginx_config(rendered: dict[str, Rendered], plan_id: str, materialize) -> None:
+    nginx = require_tool("nginx")
+    r = rendered[plan_id]
+    for lb in r.plan.load_balancers:
+        root = materialize(r, lb.name)
+        conf = root / "etc/nginx/nginx.conf"
+        result = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "syntax is ok" in result.stderr
+        text = conf.read_text()
+        for cp in r.plan.control_planes:
+            assert f"server {cp.ip}:6443 max_fails=3 fail_timeout=10s;" in text
+        assert f"listen {r.plan.endpoint.port};" in text
+
+
+def test_nginx_rejects_broken_config(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nstream { server { listen 6443; proxy_pass nowhere } }\n")
+    assert subprocess.run([require_tool("nginx"), "-t", "-c", str(conf)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("plan_id", ["ha", "k8s-1.28-docker"])
+def test_keepalived_config(rendered: dict[str, Rendered], plan_id: str, materialize) -> None:
+    keepalived = require_tool("keepalived")
+    r = rendered[plan_id]
+    priorities = []
+    for lb in r.plan.load_balancers:
+        root = materialize(r, lb.name)
+        conf = root / "etc/keepalived/keepalived.conf"
+        # keepalived insists the check script be root-owned and not writable by others: point it at the
+        # materialised copy, which is.
+        text = conf.read_text().replace("/usr/local/lib/imagegen/", f"{root}/usr/local/lib/imagegen/")
+        conf.write_text(text)
+        result = subprocess.run([keepalived, "--config-test", "-f", str(conf)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (f"unicast_src_ip {lb.ip}" in text) == (len(r.plan.load_balancers) > 1)
+        for peer in r.plan.load_balancers:
+            assert (f"        {peer.ip}\n" in text) == (peer != lb)
+        priorities.append(int(re.search(r"priority (\d+)", text).group(1)))
+    assert len(set(priorities)) == len(priorities)
+
+
+def test_keepalived_rejects_broken_config(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text("vrrp_instance x {\n  virtual_router_id 999\n  interface\n}\n")
+    result = subprocess.run([require_tool("keepalived"), "--config-test", "-f", str(conf)], capture_output=True)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_systemd_units_verify(rendered: dict[str, Rendered], plan_id: str, materialize) -> None:
+    analyze = require_tool("systemd-analyze")
+    r = rendered[plan_id]
+    for node in r.plan.nodes:
+        root = materialize(r, node.name)
+        units = sorted((root / "etc/systemd/system").glob("imagegen-*"))
+        assert units, node.name
+        for unit in units:
+            # ExecStart must exist: point it at the materialised scripts.
+            unit.write_text(unit.read_text().replace("/usr/local/lib/imagegen/", f"{root}/usr/local/lib/imagegen/"))
+        result = subprocess.run([analyze, "verify", "--man=no", *map(str, units)], capture_output=True, text=True)
+        problems = [line for line in (result.stdout + result.stderr).splitlines()
+                    if "imagegen" in line and "cloud-final.service" not in line]
+        assert result.returncode == 0 and not problems, (node.name, result.stdout, result.stderr)
+
+
+def test_systemd_analyze_catches_bad_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "imagegen-bad.service"
+    unit.write_text("[Service]\nType=oneshott\nExecStart=/nonexistent/imagegen-x\n")
+    result = subprocess.run([require_tool("systemd-analyze"), "verify", "--man=no", str(unit)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 or "imagegen" in result.stderr

@@ -1,0 +1,170 @@
+"""A test lab in libvirt: one isolated network and a few domains on qcow2 overlays of the node image.
+
+Everything created is recorded as it is created and removed by `close()`, which the caller runs in `finally`
+(also on Ctrl-C and SIGTERM, which smoke.py turns into KeyboardInterrupt). Overlays are deleted; serial logs,
+seeds and pulled guest logs stay in the run directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from harness.console import ConsoleTail, Marker, MarkerScanner
+from harness.xml import DomainSpec, NetworkSpec, domain_xml, network_xml
+
+
+@dataclass
+class Node:
+    name: str
+    role: str
+    ip: str
+    mac: str
+    domain_name: str
+    disk: Path
+    seed: Path | None
+    serial_log: Path
+    started: float = 0.0  # monotonic time of virDomain.create()
+    scanner: MarkerScanner = field(default_factory=MarkerScanner)
+    tail: ConsoleTail | None = None
+    events: list[tuple[str, float]] = field(default_factory=list)  # harness-side events (ssh, checks, reboot)
+
+    def since_start(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def note(self, kind: str) -> None:
+        self.events.append((kind, self.since_start()))
+
+    def timeline_events(self) -> list[tuple[str, float]]:
+        return [(m.kind, m.at) for m in self.scanner.markers.values()] + self.events
+
+
+class LabError(Exception):
+    pass
+
+
+class Lab:
+    def __init__(self, conn: libvirt.virConnect, run_dir: Path, run_id: str, accel: str, log: list[str]) -> None:
+        self.conn = conn
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.accel = accel
+        self.log = log
+        self.nodes: dict[str, Node] = {}
+        self._network: libvirt.virNetwork | None = None
+        self._bridge: str | None = None
+        self._firewall_rule: list[str] | None = None
+        self._domains: list[libvirt.virDomain] = []
+        self._disks_dir = run_dir / "disks"
+
+    # --- network -------------------------------------------------------------------------------------------
+    def create_network(self, spec: NetworkSpec) -> None:
+        xml = network_xml(spec)
+        (self.run_dir / "network.xml").write_text(xml)
+        try:
+            net = self.conn.networkDefineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise LabError(f"defining network {spec.name}: {exc}") from None
+        self._network = net
+        try:
+            net.create()
+        except libvirt.libvirtError as exc:
+            raise LabError(f"starting network {spec.name} ({spec.cidr}): {exc}; is that subnet already in use "
+                           f"by another bridge or libvirt network?") from None
+        self._bridge = spec.bridge
+        # Nothing from the lab may leave this machine: reject everything routed out of the bridge. Inserted
+        # after libvirt's own rules so it sits first in FORWARD.
+        rule = ["FORWARD", "-i", spec.bridge, "!", "-o", spec.bridge, "-j", "REJECT"]
+        subprocess.run(["iptables", "-w", "-I", rule[0], "1", *rule[1:]], check=True)
+        self._firewall_rule = rule
+        self.log.append(f"network {spec.name} on {spec.bridge} ({spec.cidr}), forwarding out rejected")
+
+    # --- domains -------------------------------------------------------------------------------------------
+    def add_node(self, *, name: str, role: str, ip: str, mac: str, image: Path, seed: Path | None,
+                 memory_mib: int, vcpus: int, firmware: str = "bios", disk_gib: int = 12,
+                 extra_disks: tuple[Path, ...] = ()) -> Node:
+        assert self._network is not None, "create_network first"
+        self._disks_dir.mkdir(parents=True, exist_ok=True)
+        disk = self._disks_dir / f"{name}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.resolve()),
+                        str(disk), f"{disk_gib}G"], check=True)
+        serial = self.run_dir / "console" / f"{name}.log"
+        serial.parent.mkdir(parents=True, exist_ok=True)
+        domain_name = f"imagegen-{self.run_id}-{name}"
+        spec = DomainSpec(name=domain_name, memory_mib=memory_mib, vcpus=vcpus, disk=str(disk),
+                          seed_iso=str(seed) if seed else None, mac=mac, network=self._network.name(),
+                          serial_log=str(serial), accel=self.accel, firmware=firmware,
+                          nvram=str(self._disks_dir / f"{name}.nvram.fd"),
+                          extra_disks=tuple(str(p) for p in extra_disks))
+        xml = domain_xml(spec)
+        (self.run_dir / "domains").mkdir(exist_ok=True)
+        (self.run_dir / "domains" / f"{name}.xml").write_text(xml)
+        try:
+            dom = self.conn.defineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise LabError(f"defining domain for {name}: {exc}") from None
+        self._domains.append(dom)
+        node = Node(name, role, ip, mac, domain_name, disk, seed, serial)
+        self.nodes[name] = node
+        return node
+
+    def start(self, node: Node) -> None:
+        dom = self.conn.lookupByName(node.domain_name)
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise LabError(f"starting {node.name}: {exc}") from None
+        node.started = time.monotonic()
+        node.tail = ConsoleTail(node.serial_log)
+        self.log.append(f"started {node.name} ({node.domain_name})")
+
+    def poll(self) -> list[tuple[Node, Marker]]:
+        """Read new console output of every started node; returns markers seen for the first time."""
+        seen: list[tuple[Node, Marker]] = []
+        for node in self.nodes.values():
+            if node.tail is None:
+                continue
+            text = node.tail.read_new()
+            if text:
+                seen += [(node, m) for m in node.scanner.feed(text, node.since_start())]
+        return seen
+
+    def is_running(self, node: Node) -> bool:
+        try:
+            return bool(self.conn.lookupByName(node.domain_name).isActive())
+        except libvirt.libvirtError:
+            return False
+
+    # --- cleanup -------------------------------------------------------------------------------------------
+    def close(self) -> list[str]:
+        """Remove every domain, the network, the firewall rule and the overlays; returns problems met."""
+        problems: list[str] = []
+        for dom in self._domains:
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError as exc:
+                problems.append(f"domain {dom.name()}: {exc}")
+        self._domains.clear()
+        if self._firewall_rule is not None:
+            done = subprocess.run(["iptables", "-w", "-D", *self._firewall_rule], capture_output=True, text=True,
+                                  check=False)
+            if done.returncode != 0:
+                problems.append(f"iptables -D {' '.join(self._firewall_rule)}: {done.stderr.strip()}")
+            self._firewall_rule = None
+        if self._network is not None:
+            try:
+                if self._network.isActive():
+                    self._network.destroy()
+                self._network.undefine()
+            except libvirt.libvirtError as exc:
+                problems.append(f"network: {exc}")
+            self._network = None
+        shutil.rmtree(self._disks_dir, ignore_errors=True)
+        return problems

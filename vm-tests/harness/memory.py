@@ -1,0 +1,68 @@
+"""Samples host memory and the qemu processes' RSS during a run, to report the peaks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+
+def _meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def _qemu_rss() -> int:
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "comm").read_text().startswith("qemu-system"):
+                continue
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+class MemorySampler:
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        info = _meminfo()
+        self.baseline_used = info["MemTotal"] - info["MemAvailable"]
+        self.peak_used = self.baseline_used
+        self.peak_qemu_rss = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            info = _meminfo()
+            self.peak_used = max(self.peak_used, info["MemTotal"] - info["MemAvailable"])
+            self.peak_qemu_rss = max(self.peak_qemu_rss, _qemu_rss())
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self) -> dict[str, float]:
+        mib = 1024 * 1024
+        return {
+            "host_used_before_mib": round(self.baseline_used / mib),
+            "host_used_peak_mib": round(self.peak_used / mib),
+            "host_used_peak_delta_mib": round((self.peak_used - self.baseline_used) / mib),
+            "qemu_rss_peak_mib": round(self.peak_qemu_rss / mib),
+            "samples": self.samples,
+        }
