@@ -65,6 +65,10 @@ def test_disk_image_label_and_contents(bundle: Path, tmp_path: Path) -> None:
     for name in ("kubeadm", "kubelet", "kubectl"):
         assert name in listing
     assert "100755" in listing  # modes survive, so the node can run the binaries in place
+    # Owners and times are normalised (root, the fixed epoch 2021-01-13), not copied from the host.
+    for line in listing.splitlines():
+        if line.strip():
+            assert "     0      0 " in line and "13-Jan-2021" in line, line
     manifest = subprocess.run([_tool("debugfs"), "-R", "cat /manifest.json", str(img)],
                               capture_output=True, check=True).stdout
     assert manifest == (bundle / "manifest.json").read_bytes()

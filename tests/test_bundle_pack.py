@@ -184,6 +184,11 @@ def test_pack_rejects_bad_input_and_writes_nothing(tmp_path: Path, capsys: pytes
         pack_bundle(spec_for(dirs, out, runtime="containerd"))
     assert not out.exists()
 
+    (dirs["cni"] / "README.md").write_text("plugins\n")
+    with pytest.raises(BundleError, match="README.md: not executable"):
+        pack_bundle(spec_for(dirs, out))
+    (dirs["cni"] / "README.md").unlink()
+
     untagged = tmp_path / "untagged"
     untagged.mkdir()
     (untagged / "image.tar").write_bytes(b"garbage")

@@ -201,8 +201,11 @@ def test_host_gw_routes(rendered: dict[str, Rendered]) -> None:
 
 
 def _bundle_kubeadm() -> Path | None:
-    path = CACHE / "bundle" / "current" / "bin" / "kubeadm"
-    return path if path.exists() else None
+    for path in (CACHE / "bundle" / "current" / "bundle" / "bin" / "kubeadm",
+                 CACHE / "bundle" / "current" / "bin" / "kubeadm"):
+        if path.exists():
+            return path
+    return None
 
 
 @pytest.mark.skipif(_bundle_kubeadm() is None, reason="no kubeadm binary: build the test bundle with `make bundle`")

@@ -151,6 +151,10 @@ def _collect(spec: PackSpec) -> tuple[dict[str, tuple[Path, int]], list[BundleIm
 
     cni = []
     for p in _regular_files(spec.cni_dir, "--cni"):
+        # Release tarballs of the CNI plugins also carry LICENSE and README.md; a plugin is executable.
+        if not os.access(p, os.X_OK):
+            problems.append(f"--cni {p}: not executable, so not a CNI plugin; remove it from the directory")
+            continue
         plan[f"cni/{p.name}"] = (p, 0o755)
         cni.append(p.name)
 
@@ -334,8 +338,9 @@ def _debugfs_normalise_script(bundle: Path, epoch: int) -> str:
             paths.append("/" + (Path(dirpath) / name).relative_to(bundle).as_posix())
     lines = []
     for path in sorted(paths):
-        for fld, value in (("uid", 0), ("gid", 0), ("atime", epoch), ("mtime", epoch),
-                           ("ctime", epoch), ("crtime", epoch)):
+        # debugfs reads a bare number as YYYYMMDD...; "@N" means seconds since the epoch.
+        for fld, value in (("uid", "0"), ("gid", "0"), ("atime", f"@{epoch}"), ("mtime", f"@{epoch}"),
+                           ("ctime", f"@{epoch}"), ("crtime", f"@{epoch}")):
             lines.append(f'sif "{path}" {fld} {value}')
     return "\n".join(lines) + "\n"
 

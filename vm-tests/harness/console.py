@@ -27,6 +27,8 @@ MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"IMAGEGEN-BOOTSTRAP-FAILED node=(?P<node>\S+) step=(?P<step>\S+)(?: reason=(?P<reason>.*))?")),
     ("login", re.compile(r"\blogin: ")),
 )
+# Terminal control sequences (GRUB's menu, systemd's colours) are dropped before matching and reporting.
+ANSI = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Z0-9]|[=>])")
 # Seen on the console, these end the wait for a node: nothing good will follow.
 FATAL = re.compile(r"Kernel panic|You are in emergency mode|Give root password for maintenance|"
                    r"Failed to start .*[Cc]loud-init|grub rescue>")
@@ -54,7 +56,7 @@ class MarkerScanner:
         self._partial = lines.pop()  # an unterminated line waits for the rest
         new: list[Marker] = []
         for raw in lines:
-            line = raw.rstrip("\r")
+            line = ANSI.sub("", raw).rstrip("\r")
             for kind, pattern in MARKERS:
                 if kind in self.markers:
                     continue

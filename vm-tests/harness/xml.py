@@ -80,6 +80,8 @@ class DomainSpec:
 
 
 def domain_xml(spec: DomainSpec) -> str:
+    """A throw-away test domain. qemu runs as root (static DAC label +0:+0) because the overlays, seeds and the
+    cached image live under the invoking user's home, which libvirt-qemu cannot traverse (/root is 0700)."""
     if spec.accel == "kvm":
         dom_type, cpu, tcg = "kvm", "<cpu mode='host-passthrough' check='none' migratable='off'/>", ""
     elif spec.accel == "tcg":
