@@ -1,10 +1,10 @@
 #!/bin/bash
 # Installs what `make image`, `make bundle`, `make vm-smoke` and `make cluster-test` need from Debian: QEMU,
 # libvirt (daemon, client headers for libvirt-python), OVMF, mmdebstrap and the disk tools used to build images
-# without mounts, kubectl for host-side checks. Idempotent: apt is called only for what is missing.
+# without mounts. Host-side kubectl comes from the bundle (bin/kubectl). Idempotent: apt is called only for what is missing.
 set -euo pipefail
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config python3-dev gcc ovmf
-          mmdebstrap fdisk dosfstools e2fsprogs xorriso genisoimage iptables openssh-client kubernetes-client
+          mmdebstrap fdisk dosfstools e2fsprogs xorriso genisoimage iptables openssh-client
           dpkg-dev skopeo)
 missing=()
 for p in "${packages[@]}"; do
