@@ -50,6 +50,13 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    """What kubeadm sets: signing and key encipherment, plus certificate signing for a CA."""
+    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=False,
+                         encipher_only=False, decipher_only=False)
+
+
 def new_ca(common_name: str, now: dt.datetime | None = None) -> KeyPair:
     now = now or dt.datetime.now(dt.UTC)
     key = new_key()
@@ -63,9 +70,7 @@ def new_ca(common_name: str, now: dt.datetime | None = None) -> KeyPair:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -90,9 +95,7 @@ def new_leaf(ca: KeyPair, common_name: str, *, org: str | None = None, client: b
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + LEAF_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
