@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from imagegen.errors import MISSING, PlanError, Problem
-from imagegen.versions import SUPPORTED_RANGE, KubeVersion, rules_for
+from imagegen.versions import SUPPORTED_RANGE, KubeVersion, VersionRules, rules_for
 
 ROLES = ("control-plane", "worker", "load-balancer", "registry")
 KUBERNETES_ROLES = ("control-plane", "worker")
@@ -98,7 +98,7 @@ class Cluster:
     etcd_snapshot_retention: int
 
     @property
-    def rules(self):  # noqa: ANN201 - VersionRules, imported lazily by callers
+    def rules(self) -> VersionRules:
         return rules_for(self.kubernetes_version)
 
 
@@ -757,8 +757,6 @@ def _cross_checks(r: _Reader, plan: Plan) -> None:
               "set endpoint.mode: load-balancer or remove the load-balancer nodes")
     if e.mode == "kube-vip" and e.vip is None:
         r.add("endpoint.vip", MISSING, "is required with endpoint.mode 'kube-vip'", "add a free address")
-    if e.mode == "load-balancer" and lbs and any(n.role == "control-plane" for n in lbs):
-        pass  # roles are exclusive by construction; kept as a reminder that LBs never run an API server
     registries = [n for n in nodes if n.role == "registry"]
     if registries and plan.registry is None:
         r.add("registry.hostname", MISSING, f"is required because nodes[{registries[0].index}] has role registry",

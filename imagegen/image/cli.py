@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     _common(check)
     check.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
     check.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    check.add_argument("--bus", choices=("virtio", "sata"), default="virtio",
+                       help="virtio, or sata: AHCI disk/cdrom + e1000 NIC, as on VMware (needs --kernel generic)")
     check.set_defaults(func=run_boot_check)
 
 
@@ -81,20 +83,21 @@ def run_boot_check(args: argparse.Namespace) -> int:
     except BuildError as exc:
         print(f"imagegen image boot-check: {exc}", file=sys.stderr)
         return 1
-    marker = f"IMAGEGEN-BOOT-CHECK-DONE firmware={args.firmware}"
+    marker = f"IMAGEGEN-BOOT-CHECK-DONE firmware={args.firmware} bus={args.bus}"
     with tempfile.TemporaryDirectory(prefix="imagegen-boot-check-") as tmp:
         seed = Path(tmp, "seed.iso")
         write_trivial_seed(seed, hostname="boot-check", final_message=marker)
-        serial = built.directory / f"boot-check-{args.firmware}.console.log"
+        serial = built.directory / f"boot-check-{args.firmware}-{args.bus}.console.log"
         serial.unlink(missing_ok=True)
         print(f"booting {built.qcow2.name} under {args.firmware} ({accel}); console: {serial}", file=sys.stderr)
         try:
             seconds = qemu.boot_until(built.qcow2, firmware=args.firmware, seed_iso=seed, marker=marker,
-                                      serial_log=serial, accel=accel, timeout=args.timeout)
+                                      serial_log=serial, accel=accel, timeout=args.timeout, bus=args.bus)
         except qemu.BootTimeout as exc:
             print(f"imagegen image boot-check: {exc}; console: {serial}", file=sys.stderr)
             return 1
-    print(f"boot-check {args.firmware}: cloud-init final message after {seconds:.1f} s")
+    print(f"boot-check {built.directory.name} {args.firmware}/{args.bus}: cloud-init final message after "
+          f"{seconds:.1f} s")
     return 0
 
 

@@ -60,13 +60,22 @@ def cloud_cfg() -> str:
         "system_info": {"network": {"renderers": ["networkd"]}},
         # minbase has no locale data beyond C.UTF-8; cloud-init's locale step fails on anything else.
         "locale": "C.UTF-8",
+        # RSA host key generation costs tens of seconds under TCG; ed25519 and ECDSA cover every current client.
+        "ssh_genkeytypes": ["ed25519", "ecdsa"],
+        # Printing host keys to the console takes seconds under TCG and floods the serial log the harness reads.
+        "ssh": {"emit_keys_to_console": False},
+        # grub-dpkg records debconf answers for the grub-pc package, which the image does not have; it only
+        # spends ~15 s probing disks on every first boot.
+        "grub_dpkg": {"enabled": False},
     }
     return "# Written by imagegen.\n" + json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
 def ssh_hostkeys_dropin() -> str:
-    # Host keys are removed from the template; cloud-init makes new ones, this covers a boot without cloud-init.
-    return "[Service]\nExecStartPre=-/usr/bin/ssh-keygen -A\n"
+    # Host keys are removed from the template; cloud-init makes new ones, this covers a boot without cloud-init
+    # (and does not add the RSA key cloud-init deliberately skipped).
+    return ("[Service]\nExecStartPre=-/bin/sh -c "
+            "'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || /usr/bin/ssh-keygen -A'\n")
 
 
 def grub_setup_script(layout: DiskLayout) -> str:
@@ -126,7 +135,7 @@ staging="$2"
 bundle="${{3:-}}"
 cp -a "$staging"/. "$root"/
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service ssh.service
-# The kernel's initramfs was made before /etc/fstab existed, so it lacks fsck for the root filesystem.
+# Rebuild the initramfs with fsck for ext4 (the staged FSTYPE): mmdebstrap made it before /etc/fstab existed.
 chroot "$root" update-initramfs -u -k all
 # Persistent journal: node preparation sizes it with a journald drop-in.
 mkdir -p "$root"/var/log/journal
@@ -154,6 +163,8 @@ def root_files(spec: ImageSpec, layout: DiskLayout) -> tuple[RootFile, ...]:
         RootFile("/etc/fstab", fstab(layout)),
         RootFile("/etc/default/grub", default_grub()),
         RootFile("/etc/default/locale", "LANG=C.UTF-8\n"),
+        # The fsck hook cannot probe the root device inside a chroot; naming the type puts e2fsck in the initramfs.
+        RootFile("/etc/initramfs-tools/conf.d/imagegen-fstype.conf", "FSTYPE=ext4\n"),
         RootFile("/etc/hostname", "localhost\n"),
         RootFile("/etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"),
         RootFile("/etc/cloud/cloud.cfg.d/90_imagegen.cfg", cloud_cfg()),

@@ -82,10 +82,12 @@ class BootTimeout(Exception):
 
 
 def boot_until(disk: Path, *, firmware: str, seed_iso: Path | None, marker: str, serial_log: Path,
-               accel: str, timeout: float, memory_mib: int = 1536) -> float:
+               accel: str, timeout: float, memory_mib: int = 1536, bus: str = "virtio") -> float:
     """Boot a qcow2 overlay of `disk` (never the image itself) until `marker` is on the serial console.
 
     firmware: 'bios' (SeaBIOS) or 'uefi' (OVMF). Network is qemu user-mode with restrict=on: nothing leaves.
+    bus: 'virtio' (disk, NIC and a virtio-scsi cdrom) or 'sata' (AHCI disk and cdrom, e1000 NIC: the drivers
+    a VMware template needs, which only the generic kernel has).
     Returns seconds from start to marker; raises BootTimeout otherwise.
     """
     if firmware not in ("bios", "uefi"):
@@ -94,16 +96,26 @@ def boot_until(disk: Path, *, firmware: str, seed_iso: Path | None, marker: str,
         overlay = Path(tmp, "overlay.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.resolve()),
                         str(overlay)], check=True)
+        if bus not in ("virtio", "sata"):
+            raise UsageError(f"bus {bus!r}: use virtio or sata")
         cmd = [QEMU, *cpu_args(accel), "-machine", "q35", "-m", str(memory_mib), "-smp", "2", "-nodefaults",
-               "-display", "none", "-serial", f"file:{serial_log}",
-               "-drive", f"file={overlay},format=qcow2,if=virtio",
-               "-nic", "user,model=virtio-net-pci,restrict=on"]
+               "-display", "none", "-serial", f"file:{serial_log}"]
+        if bus == "virtio":
+            cmd += ["-drive", f"file={overlay},format=qcow2,if=virtio",
+                    "-nic", "user,model=virtio-net-pci,restrict=on"]
+        else:  # q35's built-in AHCI controller
+            cmd += ["-drive", f"file={overlay},format=qcow2,if=none,id=root",
+                    "-device", "ide-hd,drive=root,bus=ide.0,bootindex=1",
+                    "-nic", "user,model=e1000,restrict=on"]
         if firmware == "uefi":
             vars_copy = Path(tmp, "OVMF_VARS.fd")
             shutil.copyfile(OVMF_VARS, vars_copy)
             cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]
-        if seed_iso is not None:
+        if seed_iso is not None and bus == "sata":
+            cmd += ["-drive", f"file={seed_iso},format=raw,if=none,id=seed,media=cdrom,readonly=on",
+                    "-device", "ide-cd,drive=seed,bus=ide.1"]
+        elif seed_iso is not None:
             # virtio-scsi: the cloud kernel has no AHCI driver, so a SATA cdrom would be invisible.
             cmd += ["-device", "virtio-scsi-pci,id=scsi0",
                     "-drive", f"file={seed_iso},format=raw,if=none,id=seed,media=cdrom,readonly=on",
