@@ -418,6 +418,7 @@ def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, inputs: dict[
     checks = sanity_checks(compiled, provided, log)
     with log.step("image smoke checks (skopeo inspect, chroot into unpacked layers)"):
         checks["image_smoke"] = smoke_test_images(builder.images, work / "smoke", log)
+        shutil.rmtree(work / "smoke")
 
     t0 = time.monotonic()
     with log.step("pack bundle and verify"):

@@ -25,7 +25,6 @@ MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"IMAGEGEN-BOOTSTRAP-OK node=(?P<node>\S+) role=(?P<role>\S+) seconds=(?P<seconds>\d+)")),
     ("bootstrap-failed", re.compile(
         r"IMAGEGEN-BOOTSTRAP-FAILED node=(?P<node>\S+) step=(?P<step>\S+)(?: reason=(?P<reason>.*))?")),
-    ("login", re.compile(r"\blogin: ")),
 )
 # Terminal control sequences (GRUB's menu, systemd's colours) are dropped before matching and reporting.
 ANSI = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Z0-9]|[=>])")

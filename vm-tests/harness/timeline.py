@@ -31,12 +31,13 @@ def _nice_step(span: float) -> int:
 
 
 def render_timeline(rows: Sequence[Row], title: str) -> str:
-    """One lane per node: a bar from each event to the next, a tick and label at every event."""
+    """One lane per node: a bar from each event to the next (coloured by the stage it starts), a tick and label
+    at every event."""
     width, left, right, lane, top = 1100, 170, 30, 70, 60
     span = max([t for r in rows for _, t in r.events] + [10.0])
     span = span * 1.05
     scale = (width - left - right) / span
-    height = top + lane * len(rows) + 70
+    height = top + lane * len(rows) + 90
 
     def x(t: float) -> float:
         return round(left + t * scale, 1)
@@ -66,7 +67,7 @@ def render_timeline(rows: Sequence[Row], title: str) -> str:
             out.append(f'<line x1="{x(t)}" y1="{y + 8}" x2="{x(t)}" y2="{y + 32}" stroke="{colour}" '
                        f'stroke-width="2"/>')
             # Alternate label heights so close events stay readable.
-            ly = y + 44 + (j % 2) * 12
+            ly = y + 44 + (j % 3) * 11
             out.append(f'<text x="{x(t)}" y="{ly}" fill="{colour}" font-size="9">{escape(kind)} '
                        f'{t:.0f}s</text>')
     legend_y = top + lane * len(rows) + 40
@@ -77,5 +78,7 @@ def render_timeline(rows: Sequence[Row], title: str) -> str:
                    f'fill="{COLOURS.get(kind, "#bdbdbd")}"/>')
         out.append(f'<text x="{lx + 14}" y="{legend_y}">{escape(kind)}</text>')
         lx += 24 + 6 * len(kind)
+        if lx > width - right - 120:  # wrap the legend instead of running off the picture
+            lx, legend_y = left, legend_y + 16
     out.append("</svg>")
     return "\n".join(out) + "\n"

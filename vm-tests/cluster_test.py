@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+"""make cluster-test: VMs booted from imagegen's own image, seeds and offline bundle disk form a real kubeadm cluster.
+
+Plan vm-tests/plans/cluster.yaml (--ha: cluster-ha.yaml): two load balancers (nginx stream + keepalived VIP), the
+control plane(s), one worker, and a "badjoin" worker booted from a seed rendered against a copy of the state whose
+bootstrap token secret was replaced: its join must be rejected. No network beyond this host: the lab network rejects
+forwarding out of its bridge and the Kubernetes bits come from the bundle disk.
+
+Checks: every Kubernetes node Ready (kubectl on the host through the VIP with the rendered admin.conf), bootstrap
+sentinel on every node, a busybox workload from the bundle on the worker answering through a ClusterIP Service from
+the control plane, kube-proxy in ipvs mode, systemd cgroup driver (kubelet and Docker), v1.20.2 binaries everywhere.
+Faults: keepalived and then nginx stopped on the VIP holder (VIP moves, the API keeps answering through it), worker
+reboot (Ready again, bootstrap not run again), the wrong-token join, an etcd snapshot accepted by etcdctl.
+
+Exit 0 passed, 1 failed, 2 bad input, 130 interrupted. The run directory is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
+
+import yaml  # noqa: E402
+from harness import guest  # noqa: E402
+from harness.daemons import connect  # noqa: E402
+from harness.lab import Lab, LabError, Node  # noqa: E402
+from harness.memory import MemorySampler  # noqa: E402
+from harness.report import Check, NodeReport, RunReport  # noqa: E402
+from harness.ssh import Ssh, make_key  # noqa: E402
+from harness.xml import HostEntry, NetworkSpec  # noqa: E402
+from smoke import Failed, derive_plan, render  # noqa: E402
+
+from imagegen import pki  # noqa: E402
+from imagegen.errors import UsageError  # noqa: E402
+from imagegen.image.build import build_image, load_spec  # noqa: E402
+from imagegen.image.qemu import probe_accel  # noqa: E402
+
+BUNDLE = Path.home() / ".cache" / "imagegen" / "bundle" / "current"
+# Seconds, measured from each domain's start (TCG on 2 shared cores). The reference 1+1 cluster took ~6 min.
+DEADLINES = {"cloud-init-done": 900, "bootstrap": 1500, "ready": 600, "ssh": 180, "failover": 15,
+             "api-after-failover": 60, "reboot": 600, "badjoin": 1200, "workload": 300}
+# (MiB, vCPUs). The control plane gets 2 vCPUs: the measured reference; with 1 vCPU kubeadm init under TCG risks
+# its 4-minute wait for the API server. Workers stay above kubeadm's 1700 MB recommendation.
+SIZES = {"load-balancer": (1024, 1), "control-plane": (2560, 2), "worker": (1792, 1)}
+KUBE_VERSION = "v1.20.2"
+BUSYBOX = "imagegen.local/busybox:1"
+
+
+def _sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def other_vms() -> list[str]:
+    """qemu processes already running on this host (zombies left by earlier runs do not count)."""
+    done = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=False)
+    return [ln.strip()[:100] for ln in done.stdout.splitlines()
+            if "qemu-system" in ln and not ln.split()[1].startswith("Z")]
+
+
+def wait_for_other_vms(limit_s: float) -> float:
+    """2 host cores: another VM run (vm-smoke) starves ours and theirs, so wait for it to end first."""
+    t0 = time.monotonic()
+    while (running := other_vms()) and time.monotonic() - t0 < limit_s:
+        log(f"  {len(running)} other qemu process(es) running ({running[0][:60]} ...): waiting 30 s")
+        time.sleep(30)
+    return round(time.monotonic() - t0, 1)
+
+
+def wrong_token_seed(plan: Path, run_dir: Path, badjoin: str) -> Path:
+    """Seed for `badjoin` rendered from a copy of the state with another bootstrap token secret.
+
+    The token id stays, only the secret changes: kubeadm then fails the cluster-info JWS check at once ("failed to
+    verify JWS signature"); a different id would make kubeadm's discovery wait its full 5-minute timeout for a
+    signature that never appears before failing with the same class of error."""
+    bad_state = run_dir / "state-wrong-token"
+    shutil.copytree(run_dir / "state", bad_state)
+    token_file = bad_state / "bootstrap-token"
+    good = token_file.read_text().strip()
+    token_id = good.split(".", 1)[0]
+    while True:
+        other = pki.new_bootstrap_token().split(".", 1)[1]
+        if other != good.split(".", 1)[1]:
+            break
+    token_file.write_text(f"{token_id}.{other}\n")
+    token_file.chmod(0o600)
+    out = run_dir / "render-wrong-token"
+    cmd = [sys.executable, "-m", "imagegen", "render", str(plan), "--out", str(out), "--state", str(bad_state)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    (run_dir / "render-wrong-token.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise Failed(f"render with the wrong token failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
+    return out / "seeds" / f"{badjoin}.iso"
+
+
+class Kubectl:
+    """The bundle's own kubectl (v1.20.2) on the host, through the VIP, with the rendered admin.conf."""
+
+    def __init__(self, binary: Path, kubeconfig: Path) -> None:
+        self.base = [str(binary), "--kubeconfig", str(kubeconfig), "--request-timeout=15s"]
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 60) -> tuple[int, str]:
+        try:
+            done = subprocess.run([*self.base, *args], input=stdin, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return 124, f"timed out: kubectl {' '.join(args)}"
+        return done.returncode, (done.stdout + done.stderr).strip()
+
+    def node_ready(self) -> dict[str, bool]:
+        code, out = self.run("get", "nodes", "-o", "json")
+        if code != 0:
+            return {}
+        ready = {}
+        for item in json.loads(out).get("items", []):
+            conds = {c["type"]: c["status"] for c in item["status"].get("conditions", [])}
+            ready[item["metadata"]["name"]] = conds.get("Ready") == "True"
+        return ready
+
+
+class Recorder:
+    """Named, timed checks into the report (host-side ones; in-guest ones use guest.Checker)."""
+
+    def __init__(self, report: RunReport) -> None:
+        self.report = report
+
+    def check(self, node: str, name: str, fn: Callable[[], tuple[bool, str]], *,
+              expected_failure: bool = False) -> bool:
+        t0 = time.monotonic()
+        try:
+            ok, detail = fn()
+        except Exception as exc:  # a broken check is a failed check with its reason
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        self.report.checks.append(Check(node, name, ok, detail[-2000:], round(time.monotonic() - t0, 1),
+                                        expected_failure))
+        log(f"  [{'ok  ' if ok else 'FAIL'}] {node}: {name} ({time.monotonic() - t0:.1f} s): "
+            f"{detail.splitlines()[0][:160] if detail else ''}")
+        return ok
+
+
+def pull_guest_logs(node: Node, ssh: Ssh, run_dir: Path) -> None:
+    dest = run_dir / "guest-logs" / node.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, cmd in {
+        "cloud-init.log": "sudo cat /var/log/cloud-init.log",
+        "cloud-init-output.log": "sudo cat /var/log/cloud-init-output.log",
+        "bootstrap.log": "sudo cat /var/log/imagegen/bootstrap.log",
+        "join-attempt.log": "sudo cat /var/log/imagegen/join-attempt.log",
+        "bootstrap.journal": "sudo journalctl --no-pager -u imagegen-bootstrap.service",
+        "kubelet.journal": "sudo journalctl --no-pager -u kubelet",
+        "docker-ps.txt": "sudo docker ps -a",
+        "journal.txt": "sudo journalctl -b --no-pager",
+    }.items():
+        r = ssh.run(cmd, timeout=90, connect_timeout=5)
+        (dest / name).write_text(r.out + (f"\n[exit {r.code}] {r.err}" if not r.ok else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ha", action="store_true", help="three control planes (plans/cluster-ha.yaml)")
+    p.add_argument("--plan", type=Path, help="default: plans/cluster.yaml, or plans/cluster-ha.yaml with --ha")
+    p.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "imagegen" / "vm-runs")
+    p.add_argument("--spec", default="node", help="image spec to boot (built or taken from the cache)")
+    p.add_argument("--bundle", type=Path, default=BUNDLE, help="bundle directory (bundle.img, bundle/bin/kubectl)")
+    p.add_argument("--cp-vcpus", type=int, default=SIZES["control-plane"][1])
+    p.add_argument("--badjoin-with-cluster", action="store_true",
+                   help="boot the wrong-token node with the others instead of once the control plane is up")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for other qemu processes to end first")
+    p.add_argument("--keep", action="store_true", help="leave the VMs running at the end (debugging)")
+    args = p.parse_args(argv)
+    plan_path = args.plan or HERE / "plans" / ("cluster-ha.yaml" if args.ha else "cluster.yaml")
+    disk = args.bundle / "bundle.img"
+    kubectl_bin = args.bundle / "bundle" / "bin" / "kubectl"
+    for f, fix in ((disk, "make bundle"), (kubectl_bin, "make bundle"), (plan_path, "give --plan")):
+        if not f.exists():
+            print(f"cluster-test: {f} missing: {fix}", file=sys.stderr)
+            return 2
+
+    wall0 = time.monotonic()
+    run_id = time.strftime("%m%d%H%M%S") + secrets.token_hex(2)
+    run_dir = args.runs / f"cluster{'-ha' if args.ha else ''}-{run_id}"
+    run_dir.mkdir(parents=True)
+    run_dir.chmod(0o700)  # the run's SSH key, seeds and admin.conf
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)
+    report = RunReport(run_id=run_id, plan=str(plan_path), image="", accel="",
+                       started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    lab: Lab | None = None
+    ssh_of: dict[str, Ssh] = {}
+    code = 1
+    report_path = svg = run_dir
+    try:
+        t = time.monotonic()
+        log(f"cluster-test run {run_id}: {run_dir}")
+        image = build_image(load_spec(args.spec))
+        report.image = str(image.qcow2)
+        report.phases["image"] = round(time.monotonic() - t, 1)
+
+        t = time.monotonic()
+        key, pubkey = make_key(run_dir / "ssh")
+        plan_data = yaml.safe_load(plan_path.read_text())
+        derived = derive_plan(plan_path, run_dir, pubkey)
+        out = render(derived, run_dir)
+        badjoin = [n["name"] for n in plan_data["nodes"] if "badjoin" in n["name"]]
+        bad_seed = wrong_token_seed(derived, run_dir, badjoin[0]) if badjoin else None
+        report.phases["render"] = round(time.monotonic() - t, 1)
+
+        if not args.no_wait:
+            report.phases["waited-for-other-vms"] = wait_for_other_vms(3600)
+        accel = probe_accel()
+        report.accel = accel
+        conn = connect(report.setup_log)
+        net = plan_data["network"]
+        cidr = ipaddress.ip_network(net["cidr"])
+        lab = Lab(conn, run_dir, run_id, accel, report.setup_log)
+        with MemorySampler() as memory:
+            t = time.monotonic()
+            lab.create_network(NetworkSpec(
+                name=f"imagegen-{run_id}", bridge=f"igct{run_id[-6:]}", cidr=str(cidr), gateway=net["gateway"],
+                hosts=tuple(HostEntry(n["mac"], n["ip"], n["name"]) for n in plan_data["nodes"])))
+            for n in plan_data["nodes"]:
+                mem, cpus = SIZES[n["role"]]
+                if n["role"] == "control-plane":
+                    cpus = args.cp_vcpus
+                seed = bad_seed if n["name"] in badjoin else out / "seeds" / f"{n['name']}.iso"
+                extra = (disk,) if n["role"] in ("control-plane", "worker") else ()
+                lab.add_node(name=n["name"], role=n["role"], ip=n["ip"], mac=n["mac"], image=image.qcow2,
+                             seed=seed, memory_mib=mem, vcpus=cpus, extra_disks=extra)
+            report.setup_log.append("sizes (MiB, vCPUs): " + ", ".join(
+                f"{r}={m}/{args.cp_vcpus if r == 'control-plane' else c}" for r, (m, c) in SIZES.items()))
+            for node in lab.nodes.values():
+                if node.name in badjoin and not args.badjoin_with_cluster:
+                    continue
+                lab.start(node)
+            t_boot = time.monotonic()
+            report.phases["define-and-start"] = round(t_boot - t, 1)
+            admin = plan_data.get("admin_user", "ops")
+            try:
+                run_checks(lab, report, plan_data, out, key, admin, ssh_of, run_dir, t_boot,
+                           Kubectl(kubectl_bin, out / "admin.conf"), badjoin)
+            finally:
+                report.memory = memory.summary()
+        failed = report.failed_checks()
+        report.result = "passed" if not failed else "failed"
+        if failed:
+            report.error = f"{len(failed)} check(s) failed: " + "; ".join(f"{c.node}: {c.name}" for c in failed)
+        code = 0 if not failed else 1
+    except KeyboardInterrupt:
+        report.result, report.error, code = "interrupted", "interrupted (Ctrl-C or SIGTERM)", 130
+    except UsageError as exc:
+        report.result, report.error, code = "failed", str(exc), 2
+    except (Failed, LabError) as exc:
+        report.result, report.error, code = "failed", str(exc), 1
+    except Exception as exc:  # still clean up and report: a crashed harness must not leave VMs behind
+        report.result, report.error, code = "failed", f"{type(exc).__name__}: {exc}", 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+        try:
+            if lab is not None:
+                for node in lab.nodes.values():
+                    ssh = ssh_of.get(node.name)
+                    # The wrong-token node's logs are the evidence of its expected failure: always kept.
+                    if ssh is not None and lab.is_running(node) and (
+                            report.result != "passed" or node.name in badjoin_names(lab)):
+                        log(f"pulling guest logs of {node.name} ...")
+                        pull_guest_logs(node, ssh, run_dir)
+                lab.poll()
+                for node in lab.nodes.values():
+                    report.nodes.append(NodeReport(
+                        name=node.name, role=node.role, ip=node.ip,
+                        markers={m.kind: m.at for m in node.scanner.markers.values()},
+                        events=sorted(node.timeline_events(), key=lambda e: e[1]),
+                        marker_lines={m.kind: m.line for m in node.scanner.markers.values()},
+                        fatal=node.scanner.fatal,
+                        ok=not any(c.node == node.name and not c.ok for c in report.checks)))
+                if args.keep:
+                    log("--keep: VMs left running; remove them with virsh destroy/undefine")
+                else:
+                    report.cleanup_problems = lab.close()
+            # The test cluster's CA keys are not worth keeping.
+            shutil.rmtree(run_dir / "state", ignore_errors=True)
+            shutil.rmtree(run_dir / "state-wrong-token", ignore_errors=True)
+            report.wall_seconds = round(time.monotonic() - wall0, 1)
+            report_path, svg = report.write(run_dir)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    log(f"\ncluster-test {report.result} in {report.wall_seconds:.0f} s"
+        + (f": {report.error}" if report.error else ""))
+    if report.cleanup_problems:
+        log("cleanup problems: " + "; ".join(report.cleanup_problems))
+    log(f"report: {report_path}\ntimeline: {svg}\nrun directory: {run_dir}")
+    return code
+
+
+def badjoin_names(lab: Lab) -> list[str]:
+    return [n for n in lab.nodes if "badjoin" in n]
+
+
+def run_checks(lab: Lab, report: RunReport, plan: dict, out: Path, key: Path, admin: str,
+               ssh_of: dict[str, Ssh], run_dir: Path, t_boot: float, kubectl: Kubectl,
+               badjoin: list[str]) -> None:
+    rec = Recorder(report)
+    nodes = [n for n in lab.nodes.values() if n.name not in badjoin]
+    lbs = [n for n in nodes if n.role == "load-balancer"]
+    cps = [n for n in nodes if n.role == "control-plane"]
+    workers = [n for n in nodes if n.role == "worker"]
+    kube = cps + workers
+    bad = [lab.nodes[b] for b in badjoin]
+    for n in lab.nodes.values():
+        ssh_of[n.name] = Ssh(n.ip, admin, key)
+    vip = str(plan["endpoint"]["vip"])
+
+    t = time.monotonic()
+    log("waiting for the first-boot bootstrap on every node ...")
+    started_bad = False
+
+    def start_bad_when_cp_up() -> None:
+        nonlocal started_bad
+        if not started_bad and bad and all("bootstrap-ok" in c.scanner.markers for c in cps[:1]):
+            for b in bad:
+                if b.tail is None:
+                    log(f"  control plane up: starting {b.name} (wrong token)")
+                    lab.start(b)
+            started_bad = True
+
+    deadline = DEADLINES["bootstrap"]
+    while True:
+        for node, marker in lab.poll():
+            log(f"  {node.name:<16} {node.since_start():6.1f}s  {marker.kind}: {marker.line[:120]}")
+        start_bad_when_cp_up()
+        pending = [n for n in nodes if not {"bootstrap-ok", "bootstrap-failed"} & set(n.scanner.markers)]
+        if not pending:
+            break
+        for n in pending:
+            if n.scanner.fatal:
+                raise Failed(f"{n.name}: fatal console output: {n.scanner.fatal[0]}")
+            if not lab.is_running(n):
+                raise Failed(f"{n.name}: domain stopped while bootstrapping")
+            if n.since_start() > deadline:
+                raise Failed(f"{n.name}: no bootstrap marker within {deadline} s; console: {n.serial_log}")
+        time.sleep(1)
+    report.phases["boot-to-all-bootstrap-markers"] = round(time.monotonic() - t_boot, 1)
+    for n in nodes:
+        rec.check(n.name, "first boot ends with IMAGEGEN-BOOTSTRAP-OK", lambda n=n: (
+            "bootstrap-ok" in n.scanner.markers,
+            (n.scanner.markers.get("bootstrap-ok") or n.scanner.markers["bootstrap-failed"]).line))
+    if any("bootstrap-ok" not in n.scanner.markers for n in kube):
+        raise Failed("a Kubernetes node failed its bootstrap: " + "; ".join(
+            n.scanner.markers["bootstrap-failed"].line for n in kube if "bootstrap-failed" in n.scanner.markers))
+
+    # --- all Ready, from the host through the VIP ------------------------------------------------------------
+    t = time.monotonic()
+    want = {n.name for n in kube}
+    ready: dict[str, bool] = {}
+    while time.monotonic() - t < DEADLINES["ready"]:
+        lab.poll()
+        start_bad_when_cp_up()
+        ready = kubectl.node_ready()
+        if want <= {k for k, v in ready.items() if v}:
+            break
+        time.sleep(5)
+    for n in kube:
+        n.note("ready") if ready.get(n.name) else None
+    report.phases["boot-to-all-ready"] = round(time.monotonic() - t_boot, 1)
+    ok = want <= {k for k, v in ready.items() if v}
+    rec.check("cluster", f"every Kubernetes node Ready (kubectl via VIP {vip})", lambda: (
+        ok, f"{ready} after {time.monotonic() - t_boot:.0f} s from boot"))
+    if not ok:
+        raise Failed(f"nodes not Ready within {DEADLINES['ready']} s after their bootstraps: {ready}")
+
+    for n in nodes:
+        if not ssh_of[n.name].wait_ready(time.monotonic() + DEADLINES["ssh"]):
+            raise Failed(f"{n.name}: no SSH as {admin}@{n.ip}")
+        n.note("ssh")
+
+    # --- per-node checks ------------------------------------------------------------------------------------
+    t = time.monotonic()
+    for n in nodes:
+        c = guest.Checker(n.name, ssh_of[n.name], report.checks)
+        c.check("bootstrap sentinel /var/lib/imagegen/bootstrap.done", lambda c=c: (
+            lambda r: (r[0] == 0, r[1]))(c.sudo("cat /var/lib/imagegen/bootstrap.done")))
+    for n in kube:
+        c = guest.Checker(n.name, ssh_of[n.name], report.checks)
+
+        def versions(c: guest.Checker = c) -> tuple[bool, str]:
+            _, o = c.sudo("kubeadm version -o short; kubelet --version; kubectl version --client --short")
+            got = o.split()
+            return o.count(KUBE_VERSION) == 3, " / ".join(ln.strip() for ln in o.splitlines()) or str(got)
+        c.check(f"kubeadm, kubelet, kubectl at {KUBE_VERSION}", versions)
+
+        def cgroup(c: guest.Checker = c) -> tuple[bool, str]:
+            _, o = c.sudo("grep -E '^cgroupDriver:' /var/lib/kubelet/config.yaml; "
+                          "docker info --format 'docker={{.CgroupDriver}}'")
+            return "cgroupDriver: systemd" in o and "docker=systemd" in o, " ".join(o.split())
+        c.check("systemd cgroup driver (kubelet config and docker info)", cgroup)
+    report.phases["node-checks"] = round(time.monotonic() - t, 1)
+
+    # --- workload on the worker, ClusterIP from the control plane, ipvs -----------------------------------------
+    t = time.monotonic()
+    worker, cp = workers[0], cps[0]
+    manifest = workload_manifest(worker.name)
+    (run_dir / "workload.yaml").write_text(manifest)
+    code, applied = kubectl.run("apply", "-f", "-", stdin=manifest)
+    cluster_ip = ""
+    pod_info = applied
+    if code == 0:
+        while time.monotonic() - t < DEADLINES["workload"]:
+            c2, o = kubectl.run("get", "pods", "-l", "app=ct-web", "-o",
+                                "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} "
+                                "{.status.containerStatuses[0].ready}{end}")
+            pod_info = o
+            if c2 == 0 and o.strip() == f"{worker.name} Running true":
+                break
+            time.sleep(5)
+        cluster_ip = kubectl.run("get", "svc", "ct-web", "-o", "jsonpath={.spec.clusterIP}")[1].strip()
+    rec.check(worker.name, f"busybox workload ({BUSYBOX}, imagePullPolicy Never) Running on the worker", lambda: (
+        pod_info.strip() == f"{worker.name} Running true", f"apply: {applied[:200]}; pod: {pod_info}"))
+    cpc = guest.Checker(cp.name, ssh_of[cp.name], report.checks)
+
+    def svc() -> tuple[bool, str]:
+        deadline = time.monotonic() + 60
+        while True:
+            rc, o = cpc.sudo(f"curl -s --max-time 5 http://{cluster_ip}/")
+            if "imagegen-cluster-test" in o or time.monotonic() > deadline:
+                return "imagegen-cluster-test" in o, f"ClusterIP {cluster_ip} from {cp.name}: exit {rc}: {o[:200]}"
+            time.sleep(3)
+    cpc.check("ClusterIP Service answers from the control plane", svc)
+    for n in (cp, worker):
+        c = guest.Checker(n.name, ssh_of[n.name], report.checks)
+        c.check("kube-proxy in ipvs mode (ipvsadm -Ln shows the ClusterIP)", lambda c=c: (
+            lambda r: (bool(cluster_ip) and f"{cluster_ip}:80" in r[1],
+                       " | ".join(ln for ln in r[1].splitlines() if cluster_ip and cluster_ip in ln)
+                       or r[1][-300:]))(c.sudo("ipvsadm -Ln")))
+    report.phases["workload"] = round(time.monotonic() - t, 1)
+
+    # --- faults ---------------------------------------------------------------------------------------------
+    if len(lbs) >= 2:
+        for daemon in ("keepalived", "nginx"):
+            t = time.monotonic()
+            lb_failover(rec, lbs, ssh_of, vip, daemon, kubectl)
+            report.phases[f"fault-{daemon}"] = round(time.monotonic() - t, 1)
+
+    t = time.monotonic()
+    worker_reboot(rec, lab, worker, ssh_of[worker.name], kubectl)
+    report.phases["fault-worker-reboot"] = round(time.monotonic() - t, 1)
+
+    t = time.monotonic()
+    for b in bad:
+        if b.tail is None:
+            lab.start(b)
+        while not {"bootstrap-ok", "bootstrap-failed"} & set(b.scanner.markers):
+            for node, marker in lab.poll():
+                log(f"  {node.name:<16} {node.since_start():6.1f}s  {marker.kind}: {marker.line[:120]}")
+            if b.since_start() > DEADLINES["badjoin"] or not lab.is_running(b) or b.scanner.fatal:
+                break
+            time.sleep(2)
+        m = b.scanner.markers.get("bootstrap-failed")
+        rec.check(b.name, "wrong bootstrap token: IMAGEGEN-BOOTSTRAP-FAILED reason=bootstrap-token-or-ca-hash-rejected",
+                  lambda b=b, m=m: (
+                      m is not None and m.fields.get("reason", "").strip() == "bootstrap-token-or-ca-hash-rejected"
+                      and "bootstrap-ok" not in b.scanner.markers,
+                      (m.line + f" (at {m.at:.0f} s after its start)") if m else
+                      f"no failure marker within {DEADLINES['badjoin']} s; markers {sorted(b.scanner.markers)}"),
+                  expected_failure=True)
+        rec.check(b.name, "wrong-token node did not become a cluster node", lambda b=b: (
+            b.name not in kubectl.node_ready(), f"kubectl nodes: {sorted(kubectl.node_ready())}"))
+    report.phases["fault-wrong-token"] = round(time.monotonic() - t, 1)
+
+    t = time.monotonic()
+    c = guest.Checker(cp.name, ssh_of[cp.name], report.checks)
+
+    def snapshot() -> tuple[bool, str]:
+        rc, o = c.sudo("systemctl start imagegen-etcd-snapshot.service && "
+                       "f=$(ls -t /var/backups/etcd/snapshot-*.db | head -1) && echo \"file=$f\" && "
+                       "ETCDCTL_API=3 etcdctl snapshot status \"$f\" -w json", timeout=180)
+        ok = rc == 0 and '"hash"' in o and '"totalKey"' in o
+        return ok, " ".join(o.split())[-400:]
+    c.check("etcd snapshot service leaves a snapshot etcdctl snapshot status accepts", snapshot)
+    report.phases["fault-etcd-snapshot"] = round(time.monotonic() - t, 1)
+
+
+def workload_manifest(worker: str) -> str:
+    """busybox httpd from the bundle's image, pinned to the worker, behind a ClusterIP Service on port 80."""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ct-web, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: ct-web}}}}
+  template:
+    metadata: {{labels: {{app: ct-web}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {worker}}}
+      containers:
+        - name: web
+          image: {BUSYBOX}
+          imagePullPolicy: Never
+          command: [sh, -c, "mkdir -p /www && echo imagegen-cluster-test > /www/index.html &&
+            exec httpd -f -p 8080 -h /www"]
+          ports: [{{containerPort: 8080}}]
+          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 3}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ct-web, namespace: default}}
+spec:
+  type: ClusterIP
+  selector: {{app: ct-web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+
+def lb_failover(rec: Recorder, lbs: list[Node], ssh_of: dict[str, Ssh], vip: str, daemon: str,
+                kubectl: Kubectl) -> None:
+    """Stop `daemon` on the VIP holder: the VIP must move and `kubectl get nodes` through it keep answering."""
+    settle = time.monotonic() + 30
+    while True:
+        holders = [n for n in lbs if guest.holds_vip(ssh_of[n.name], vip)]
+        if len(holders) == 1 or time.monotonic() > settle:
+            break
+        time.sleep(1)
+    name = f"{daemon} stopped on the VIP holder: VIP moves, API answers through it"
+    if len(holders) != 1:
+        rec.check("load-balancers", name, lambda: (False, f"{len(holders)} VIP holders before the fault"))
+        return
+    holder = holders[0]
+    others = [n for n in lbs if n is not holder]
+    hs = ssh_of[holder.name]
+
+    def fn() -> tuple[bool, str]:
+        hs.run(f"sudo systemctl stop {daemon}")
+        t0 = time.monotonic()
+        moved_to, moved = None, None
+        while time.monotonic() - t0 < DEADLINES["failover"]:
+            got = [o for o in others if guest.holds_vip(ssh_of[o.name], vip)]
+            if got and not guest.holds_vip(hs, vip):
+                moved_to, moved = got[0].name, round(time.monotonic() - t0, 1)
+                break
+            time.sleep(0.2)
+        api = None
+        api_out = ""
+        while time.monotonic() - t0 < DEADLINES["api-after-failover"]:
+            rc, api_out = kubectl.run("get", "nodes", "-o", "name")
+            if rc == 0:
+                api = round(time.monotonic() - t0, 1)
+                break
+            time.sleep(1)
+        hs.run(f"sudo systemctl start {daemon}")
+        time.sleep(8)  # keepalived start plus its health check's rise before the next fault
+        ok = moved is not None and api is not None
+        return ok, (f"holder {holder.name}; VIP on {moved_to or 'nobody else'} after {moved} s; "
+                    f"kubectl get nodes via VIP ok after {api} s ({' '.join(api_out.split())[:120]}); "
+                    f"{daemon} restarted on {holder.name}")
+    rec.check("load-balancers", name, fn)
+
+
+def worker_reboot(rec: Recorder, lab: Lab, worker: Node, ssh: Ssh, kubectl: Kubectl) -> None:
+    c = guest.Checker(worker.name, ssh, rec.report.checks)
+    runs_before = c.sudo("grep -c '] bootstrap of ' /var/log/imagegen/bootstrap.log")[1].strip()
+
+    def fn() -> tuple[bool, str]:
+        t0 = time.monotonic()
+        worker.note("reboot")
+        ssh.run("sudo systemctl reboot", timeout=15)
+        ssh.wait_down(time.monotonic() + 90)
+        # Ready must be seen false first where possible, so "Ready again" means after the reboot.
+        if not ssh.wait_ready(time.monotonic() + DEADLINES["reboot"]):
+            return False, f"no SSH within {DEADLINES['reboot']} s after the reboot"
+        worker.note("ssh")
+        back = None
+        while time.monotonic() - t0 < DEADLINES["reboot"]:
+            lab.poll()
+            _, o = c.sudo("systemctl is-active kubelet")
+            if o.strip() == "active" and kubectl.node_ready().get(worker.name):
+                back = round(time.monotonic() - t0, 1)
+                break
+            time.sleep(5)
+        if back is not None:
+            worker.note("ready")
+        _, runs = c.sudo("grep -c '] bootstrap of ' /var/log/imagegen/bootstrap.log")
+        _, unit = c.sudo("systemctl show imagegen-bootstrap.service -p ActiveState -p ConditionResult "
+                         "-p ExecMainStartTimestamp; journalctl -b --no-pager -u imagegen-bootstrap.service "
+                         "| tail -3")
+        once = runs.strip() == runs_before == "1"
+        return back is not None and once, (f"Ready again {back} s after the reboot command; bootstrap runs in "
+                                           f"bootstrap.log before/after: {runs_before}/{runs.strip()}; unit this "
+                                           f"boot: {' '.join(unit.split())[:300]}")
+    rec.check(worker.name, "reboot: Ready again, first-boot bootstrap not run again", fn)
+
+
+if __name__ == "__main__":
+    os.umask(0o077)
+    sys.exit(main())
