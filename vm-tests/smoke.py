@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.runs / f"smoke-{run_id}"
     run_dir.mkdir(parents=True)
     run_dir.chmod(0o700)  # holds the run's SSH key and the rendered seeds' secrets
+    # Ctrl-C must always interrupt, even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
     report = RunReport(run_id=run_id, plan=str(args.plan), image="", accel="", started_at=time.strftime(
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         cidr = ipaddress.ip_network(net["cidr"])
         nodes_cfg = [n for n in plan_data["nodes"] if n["role"] in BOOT]
         lab = Lab(conn, run_dir, run_id, accel, report.setup_log)
-        with MemorySampler() as memory:
+        with MemorySampler(lab.qemu_pids) as memory:
             t = time.monotonic()
             lab.create_network(NetworkSpec(
                 name=f"imagegen-{run_id}", bridge=f"igvm{run_id[-6:]}", cidr=str(cidr), gateway=net["gateway"],
@@ -250,10 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
         try:
             if lab is not None:
-                if report.result != "passed":
+                if report.result == "failed":  # an interrupted run wants to stop, not to collect
                     for node in lab.nodes.values():
                         ssh = ssh_of.get(node.name)
-                        if ssh is not None and lab.is_running(node):
+                        if ssh is not None and lab.is_running(node) and ssh.run("true", timeout=10,
+                                                                                connect_timeout=3).ok:
                             pull_guest_logs(node, ssh, run_dir)
                     lab.poll()
                 for node in lab.nodes.values():

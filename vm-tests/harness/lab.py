@@ -134,6 +134,16 @@ class Lab:
                 seen += [(node, m) for m in node.scanner.feed(text, node.since_start())]
         return seen
 
+    def qemu_pids(self) -> list[int]:
+        """PIDs of this lab's qemu processes (libvirt's pid files), for memory accounting."""
+        pids = []
+        for node in self.nodes.values():
+            try:
+                pids.append(int(Path(f"/run/libvirt/qemu/{node.domain_name}.pid").read_text().strip()))
+            except (FileNotFoundError, ValueError):
+                continue
+        return pids
+
     def is_running(self, node: Node) -> bool:
         try:
             return bool(self.conn.lookupByName(node.domain_name).isActive())

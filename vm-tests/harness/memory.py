@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,15 +15,11 @@ def _meminfo() -> dict[str, int]:
     return out
 
 
-def _qemu_rss() -> int:
+def _rss(pids: list[int]) -> int:
     total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in pids:
         try:
-            if not (proc / "comm").read_text().startswith("qemu-system"):
-                continue
-            for line in (proc / "status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -31,7 +28,10 @@ def _qemu_rss() -> int:
 
 
 class MemorySampler:
-    def __init__(self, interval: float = 2.0) -> None:
+    """`pids` returns the qemu processes of this run only: other runs on the same host must not count."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 2.0) -> None:
+        self.pids = pids
         self.interval = interval
         info = _meminfo()
         self.baseline_used = info["MemTotal"] - info["MemAvailable"]
@@ -45,7 +45,7 @@ class MemorySampler:
         while not self._stop.is_set():
             info = _meminfo()
             self.peak_used = max(self.peak_used, info["MemTotal"] - info["MemAvailable"])
-            self.peak_qemu_rss = max(self.peak_qemu_rss, _qemu_rss())
+            self.peak_qemu_rss = max(self.peak_qemu_rss, _rss(self.pids()))
             self.samples += 1
             self._stop.wait(self.interval)
 
