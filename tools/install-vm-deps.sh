@@ -4,7 +4,7 @@
 # without mounts. Host-side kubectl comes from the bundle (bin/kubectl). Idempotent: apt is called only for what is missing.
 set -euo pipefail
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config python3-dev gcc ovmf
-          mmdebstrap fdisk dosfstools e2fsprogs xorriso genisoimage iptables openssh-client
+          dnsmasq-base mmdebstrap fdisk dosfstools e2fsprogs xorriso genisoimage iptables openssh-client
           dpkg-dev skopeo)
 missing=()
 for p in "${packages[@]}"; do
