@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         net = plan_data["network"]
         cidr = ipaddress.ip_network(net["cidr"])
         lab = Lab(conn, run_dir, run_id, accel, report.setup_log)
-        with MemorySampler() as memory:
+        with MemorySampler(lab.qemu_pids) as memory:
             t = time.monotonic()
             lab.create_network(NetworkSpec(
                 name=f"imagegen-{run_id}", bridge=f"igct{run_id[-6:]}", cidr=str(cidr), gateway=net["gateway"],
