@@ -4,6 +4,7 @@ configs through nginx -t and keepalived --config-test: the real tools that consu
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -114,3 +115,18 @@ def test_systemd_analyze_catches_bad_unit(tmp_path: Path) -> None:
     result = subprocess.run([require_tool("systemd-analyze"), "verify", "--man=no", str(unit)],
                             capture_output=True, text=True)
     assert result.returncode != 0 or "imagegen" in result.stderr
+
+
+def test_bootstrap_masks_kubeadm_output(rendered: dict[str, Rendered]) -> None:
+    """The rendered script's own `redacted` function, run by bash on what kubeadm init prints at its end."""
+    r = rendered["ha"]
+    script = r.file("cp-1", "/usr/local/lib/imagegen/bootstrap.sh")
+    func = re.search(r"^redacted\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    token, key = r.state.bootstrap_token, r.state.certificate_key
+    fake = (f"kubeadm join k8s-api:6443 --token {token} --discovery-token-ca-cert-hash "
+            f"{r.state.discovery_hash} --control-plane --certificate-key {key}; exit 3")
+    result = subprocess.run(["bash", "-c", f"{func}\nredacted bash -c {shlex.quote('echo ' + fake)}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 3
+    assert token not in result.stdout and key not in result.stdout and "token" in result.stdout
+    assert "--token <token>" in result.stdout and "--certificate-key <key>" in result.stdout
