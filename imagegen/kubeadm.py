@@ -68,13 +68,15 @@ def _cluster_configuration(plan: Plan) -> dict[str, Any]:
     rules = c.rules
     sans = sorted({plan.endpoint.name, str(plan.endpoint_address), "127.0.0.1", "localhost",
                    *(str(n.ip) for n in plan.control_planes), *(n.name for n in plan.control_planes)})
-    cm_args = {rules.signing_duration_flag: c.certificate_signing_duration}
+    cm_args = {rules.signing_duration_flag: c.certificate_signing_duration, **c.args_for("controller-manager")}
     if c.cni == "host-gw":
         # host-gw gives each node a fixed pod subnet from the plan; the controller manager must not hand out others.
         cm_args["allocate-node-cidrs"] = "false"
     etcd_local: dict[str, Any] = {"dataDir": "/var/lib/etcd"}
     if c.etcd_image_tag:
         etcd_local["imageTag"] = c.etcd_image_tag
+    if c.args_for("etcd"):
+        etcd_local["extraArgs"] = _args(rules, c.args_for("etcd"))
     doc: dict[str, Any] = {
         "apiVersion": rules.kubeadm_api_version,
         "kind": "ClusterConfiguration",
@@ -86,8 +88,11 @@ def _cluster_configuration(plan: Plan) -> dict[str, Any]:
                        "dnsDomain": c.dns_domain},
         "apiServer": {"certSANs": sans},
         "controllerManager": {"extraArgs": _args(rules, cm_args)},
+        "scheduler": {"extraArgs": _args(rules, c.args_for("scheduler"))},
         "etcd": {"local": etcd_local},
     }
+    if c.args_for("apiserver"):
+        doc["apiServer"]["extraArgs"] = _args(rules, c.args_for("apiserver"))
     if rules.kubeadm_api == "v1beta2":
         doc["dns"] = {"type": "CoreDNS"}
     return doc

@@ -96,6 +96,10 @@ class Cluster:
     docker: DockerSettings
     registry_mirrors: tuple[str, ...]
     etcd_snapshot_retention: int
+    component_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def args_for(self, component: str) -> dict[str, str]:
+        return dict(dict(self.component_args).get(component, ()))
 
     @property
     def rules(self) -> VersionRules:
@@ -386,7 +390,7 @@ _CLUSTER = {"name": True, "kubernetes_version": True, "container_runtime": False
             "timezone": False, "ntp_servers": False, "token_ttl": False, "certificate_signing_duration": False,
             "skip_addons": False, "ignore_preflight_errors": False, "kube_vip_image": False,
             "etcd_image_tag": False, "sysctl": False, "journald": False, "docker": False, "registry_mirrors": False,
-            "etcd_snapshot_retention": False}
+            "etcd_snapshot_retention": False, "component_args": False}
 _DOCKER = {"registry_mirrors": False, "insecure_registries": False, "data_root": False, "log_max_size": False,
            "log_max_file": False}
 _ENDPOINT = {"mode": True, "vip": False, "port": False, "name": False}
@@ -518,6 +522,7 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
     docker = _parse_docker(r, c.get("docker", MISSING))
     mirrors = r.string_list(c, "registry_mirrors", "cluster.registry_mirrors", _url_check(r))
     retention = r.integer(c, "etcd_snapshot_retention", "cluster.etcd_snapshot_retention", 7, 1, 365)
+    component_args = _parse_component_args(r, c.get("component_args", MISSING))
     if name is None or version is None or pod is None or svc is None:
         return None
     package_repo = r.string(c, "package_repository", "cluster.package_repository",
@@ -528,7 +533,8 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
                    distro=distro, timezone=timezone, ntp_servers=ntp, token_ttl=ttl,
                    certificate_signing_duration=signing, skip_addons=skip, ignore_preflight_errors=ignore,
                    kube_vip_image=kube_vip_image, etcd_image_tag=etcd_tag, sysctl=sysctl, journald=journald,
-                   docker=docker, registry_mirrors=mirrors, etcd_snapshot_retention=retention)
+                   docker=docker, registry_mirrors=mirrors, etcd_snapshot_retention=retention,
+                   component_args=component_args)
 
 
 def _url_check(r: _Reader) -> Callable[[str, str], bool]:
@@ -538,6 +544,42 @@ def _url_check(r: _Reader) -> Callable[[str, str], bool]:
             return False
         return True
     return check
+
+
+COMPONENTS = ("apiserver", "controller-manager", "scheduler", "etcd")
+_FLAG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _parse_component_args(r: _Reader, data: object) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """Extra flags for the control-plane components (kubeadm's extraArgs), e.g. longer leader-election
+    timeouts on slow hosts: {controller-manager: {leader-elect-lease-duration: 60s}}."""
+    if data is MISSING or data is None:
+        return ()
+    if not isinstance(data, dict):
+        r.add("cluster.component_args", data, "must be a mapping of component to flags",
+              f"components: {', '.join(COMPONENTS)}")
+        return ()
+    out = []
+    for component, flags in data.items():
+        path = f"cluster.component_args.{component}"
+        if component not in COMPONENTS:
+            close = difflib.get_close_matches(str(component), COMPONENTS, n=1)
+            r.add(path, MISSING, "is not a control-plane component",
+                  f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(COMPONENTS)}")
+            continue
+        if not isinstance(flags, dict):
+            r.add(path, flags, "must be a mapping of flag name (without --) to value")
+            continue
+        items = []
+        for flag, value in flags.items():
+            if not isinstance(flag, str) or not _FLAG.match(flag):
+                r.add(f"{path}.{flag}", flag, "is not a flag name", "write it without the leading --")
+            elif isinstance(value, bool) or not isinstance(value, (str, int)):
+                r.add(f"{path}.{flag}", value, "must be a string or number")
+            else:
+                items.append((flag, str(value)))
+        out.append((component, tuple(sorted(items))))
+    return tuple(sorted(out))
 
 
 def _parse_sysctl(r: _Reader, data: object) -> tuple[tuple[str, str], ...]:
