@@ -130,3 +130,21 @@ def test_bootstrap_masks_kubeadm_output(rendered: dict[str, Rendered]) -> None:
     assert result.returncode == 3
     assert token not in result.stdout and key not in result.stdout and "token" in result.stdout
     assert "--token <token>" in result.stdout and "--certificate-key <key>" in result.stdout
+
+
+@pytest.mark.parametrize("line,final", [
+    ('[discovery] The cluster-info ConfigMap does not yet contain a JWS signature for token ID "szifs7", '
+     'will try again', False),
+    ("error execution phase kubelet-start: timed out waiting for the condition", False),
+    ('couldn\'t validate the identity of the API Server: could not find a JWS signature in the cluster-info '
+     'ConfigMap for token ID "abcdef"', True),
+    ('failed to verify JWS signature of received cluster info object, can\'t trust this API Server', True),
+    ('cluster CA found in cluster-info ConfigMap is invalid: none of the public keys "sha256:00" are pinned', True),
+])
+def test_join_error_classification(rendered: dict[str, Rendered], tmp_path: Path, line: str, final: bool) -> None:
+    """The rendered script's join_error_is_final on lines kubeadm 1.20 printed in the cluster test."""
+    script = rendered["single"].file("lab-worker-1", "/usr/local/lib/imagegen/bootstrap.sh")
+    func = re.search(r"^join_error_is_final\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    (tmp_path / "join-attempt.log").write_text(f"[preflight] Running pre-flight checks\n{line}\n")
+    result = subprocess.run(["bash", "-c", f"LOG_DIR={shlex.quote(str(tmp_path))}\n{func}\njoin_error_is_final"])
+    assert (result.returncode == 0) is final

@@ -107,6 +107,10 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("bad-token-ttl", lambda d: d["cluster"].update(token_ttl="tomorrow"), "cluster.token_ttl", "duration"),
     ("lb-nodes-with-kube-vip", lambda d: d["endpoint"].update(mode="kube-vip"), "nodes[0].role",
      "unused with endpoint.mode 'kube-vip'"),
+    ("bad-component", lambda d: d["cluster"].update(component_args={"controller-manger": {"v": 2}}),
+     "cluster.component_args.controller-manger", "did you mean 'controller-manager'"),
+    ("bad-component-flag", lambda d: d["cluster"].update(component_args={"scheduler": {"--v": 2}}),
+     "cluster.component_args.scheduler.--v", "without the leading --"),
     ("mirror-without-registry-node", lambda d: d.__setitem__("nodes", [n for n in d["nodes"]
                                                                        if n["role"] != "registry"]),
      "registry.use_as_mirror", "needs a node with role registry"),
