@@ -225,3 +225,23 @@ def test_render_is_pure(rendered: dict[str, Rendered]) -> None:
     r = rendered["ha"]
     node = r.plan.node("cp-2")
     assert render_user_data(r.plan, node, r.state) == r.artifacts["nodes/cp-2/user-data"].data
+
+
+@pytest.mark.parametrize("version,as_list", [("1.20.2", False), ("1.34.2", True)])
+def test_component_args_reach_cluster_configuration(base_plan: dict, version: str, as_list: bool) -> None:
+    from imagegen.kubeadm import init_documents
+
+    base_plan["cluster"].update(kubernetes_version=version, package_repository="https://mirror.example.internal/",
+                                component_args={"controller-manager": {"leader-elect-lease-duration": "120s"},
+                                                 "apiserver": {"audit-log-maxage": 30},
+                                                 "etcd": {"heartbeat-interval": "500"}})
+    plan = parse_plan(base_plan)
+    cc = init_documents(plan, plan.first_control_plane, "abcdef.0123456789abcdef", "0" * 64, "24h")[1]
+
+    def flags(section: object) -> dict:
+        return {i["name"]: i["value"] for i in section} if as_list else dict(section)
+
+    assert flags(cc["controllerManager"]["extraArgs"])["leader-elect-lease-duration"] == "120s"
+    assert flags(cc["controllerManager"]["extraArgs"])["cluster-signing-duration"] == "87600h"
+    assert flags(cc["apiServer"]["extraArgs"]) == {"audit-log-maxage": "30"}
+    assert flags(cc["etcd"]["local"]["extraArgs"]) == {"heartbeat-interval": "500"}
