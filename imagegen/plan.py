@@ -209,6 +209,12 @@ class Plan:
 # Field readers: each appends Problems instead of raising, so a whole plan is checked in one pass.
 
 
+def _suggest(value: object, options: tuple[str, ...] | list[str], fallback: str = "") -> str:
+    """'did you mean ...?' for the closest option, else `fallback`."""
+    close = difflib.get_close_matches(str(value), list(options), n=1)
+    return f"did you mean '{close[0]}'?" if close else fallback
+
+
 class _Reader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
@@ -225,8 +231,7 @@ class _Reader:
             return {}
         for key in data:
             if not isinstance(key, str) or key not in keys:
-                close = difflib.get_close_matches(str(key), list(keys), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(keys))}"
+                hint = _suggest(key, list(keys), f"allowed keys: {', '.join(sorted(keys))}")
                 self.add(f"{path}.{key}" if path else str(key), MISSING, "unknown key", hint)
         for key, required in keys.items():
             if required and key not in data:
@@ -265,9 +270,7 @@ class _Reader:
         if value is MISSING:
             return default
         if value not in choices:
-            close = difflib.get_close_matches(str(value), list(choices), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else ""
-            self.add(path, value, f"must be one of {', '.join(choices)}", hint)
+            self.add(path, value, f"must be one of {', '.join(choices)}", _suggest(value, choices))
             return default
         return str(value)
 
@@ -563,9 +566,8 @@ def _parse_component_args(r: _Reader, data: object) -> tuple[tuple[str, tuple[tu
     for component, flags in data.items():
         path = f"cluster.component_args.{component}"
         if component not in COMPONENTS:
-            close = difflib.get_close_matches(str(component), COMPONENTS, n=1)
             r.add(path, MISSING, "is not a control-plane component",
-                  f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(COMPONENTS)}")
+                  _suggest(component, COMPONENTS, f"use one of {', '.join(COMPONENTS)}"))
             continue
         if not isinstance(flags, dict):
             r.add(path, flags, "must be a mapping of flag name (without --) to value")
@@ -610,9 +612,8 @@ def _parse_journald(r: _Reader, data: object) -> tuple[tuple[str, str], ...]:
             for key, value in data.items():
                 path = f"cluster.journald.{key}"
                 if key not in _JOURNALD_KEYS:
-                    close = difflib.get_close_matches(str(key), _JOURNALD_KEYS, n=1)
                     r.add(path, MISSING, "is not a journald.conf [Journal] key handled here",
-                          f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(_JOURNALD_KEYS)}")
+                          _suggest(key, _JOURNALD_KEYS, f"use one of {', '.join(_JOURNALD_KEYS)}"))
                 elif isinstance(value, bool):
                     merged[key] = "yes" if value else "no"
                 elif not isinstance(value, (int, str)) or not re.match(r"^[A-Za-z0-9.]+$", str(value)):
