@@ -20,6 +20,14 @@ def _iso(r: Rendered, node: str) -> bytes:
     return r.artifacts[f"seeds/{node}.iso"].data
 
 
+def _first_seed(r: Rendered, tmp_path: Path) -> tuple[str, Path]:
+    """The plan's first node and its seed ISO written to a file, for the external readers."""
+    node = r.plan.nodes[0].name
+    path = tmp_path / "seed.iso"
+    path.write_bytes(_iso(r, node))
+    return node, path
+
+
 def _expected(r: Rendered, node: str) -> dict[str, bytes]:
     return {n: r.artifacts[f"nodes/{node}/{n}"].data for n in NAMES}
 
@@ -43,9 +51,7 @@ def test_pycdlib_reads_rock_ridge_and_joliet(rendered: dict[str, Rendered]) -> N
 def test_isoinfo_label_names_and_contents(rendered: dict[str, Rendered], tmp_path: Path) -> None:
     isoinfo = require_tool("isoinfo")
     r = rendered["single"]
-    node = r.plan.nodes[0].name
-    path = tmp_path / "seed.iso"
-    path.write_bytes(_iso(r, node))
+    node, path = _first_seed(r, tmp_path)
     info = subprocess.run([isoinfo, "-d", "-i", str(path)], capture_output=True, text=True, check=True).stdout
     assert "Volume id: cidata" in info
     assert "Rock Ridge signatures version 1 found" in info and "Joliet with UCS level 3 found" in info
@@ -61,9 +67,7 @@ def test_isoinfo_label_names_and_contents(rendered: dict[str, Rendered], tmp_pat
 def test_xorriso_extracts_same_files(rendered: dict[str, Rendered], tmp_path: Path) -> None:
     xorriso = require_tool("xorriso")
     r = rendered["kube-vip"]
-    node = r.plan.nodes[0].name
-    path = tmp_path / "seed.iso"
-    path.write_bytes(_iso(r, node))
+    node, path = _first_seed(r, tmp_path)
     out = tmp_path / "x"
     subprocess.run([xorriso, "-osirrox", "on", "-indev", str(path), "-extract", "/", str(out)],
                    capture_output=True, check=True)
