@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm-tests"))
 
 from harness import guest  # noqa: E402
 from harness.console import MarkerScanner  # noqa: E402
+from harness.report import RunReport  # noqa: E402
 from harness.timeline import Row, render_timeline  # noqa: E402
 from harness.xml import DomainSpec, HostEntry, NetworkSpec, domain_xml, network_xml  # noqa: E402
 
@@ -156,3 +157,36 @@ def test_timeline_svg_has_a_lane_per_node_and_a_mark_per_event() -> None:
             is not None]
     assert len(bars) == 3  # one bar between consecutive events of each lane
     assert render_timeline(rows, "smoke <run>") == svg  # deterministic
+
+
+def _report() -> RunReport:
+    return RunReport(run_id="r", plan="p", image="i", accel="tcg", started_at="t")
+
+
+def test_report_conclude_from_checks() -> None:
+    from harness.report import Check
+
+    report = _report()
+    report.checks = [Check("a", "one", True, "", 0.0), Check("b", "two", False, "why", 0.0)]
+    assert report.conclude() == 1
+    assert report.result == "failed" and report.error == "1 check(s) failed: b: two"
+    report.checks[1].ok = True
+    assert report.conclude() == 0 and report.result == "passed"
+
+
+def test_report_record_exception_exit_codes(capsys) -> None:
+    class Expected(Exception):
+        pass
+
+    class Usage(Exception):
+        pass
+
+    cases = [(KeyboardInterrupt(), 130, "interrupted", "interrupted (Ctrl-C or SIGTERM)"),
+             (Usage("bad plan"), 2, "failed", "bad plan"),
+             (Expected("no marker"), 1, "failed", "no marker"),
+             (ValueError("boom"), 1, "failed", "ValueError: boom")]
+    for exc, code, result, error in cases:
+        report = _report()
+        assert report.record_exception(exc, usage=(Usage,), expected=(Expected,)) == code
+        assert (report.result, report.error) == (result, error)
+    assert "ValueError: boom" in capsys.readouterr().err  # a crash prints its traceback

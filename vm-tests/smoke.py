@@ -33,7 +33,7 @@ from harness import guest  # noqa: E402
 from harness.daemons import connect  # noqa: E402
 from harness.lab import Lab, LabError, Node  # noqa: E402
 from harness.memory import MemorySampler  # noqa: E402
-from harness.report import NodeReport, RunReport  # noqa: E402
+from harness.report import RunReport  # noqa: E402
 from harness.ssh import Ssh, make_key  # noqa: E402
 from harness.xml import HostEntry, NetworkSpec  # noqa: E402
 
@@ -232,22 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_checks(lab, report, plan_data, out, key, admin, cidr.prefixlen, ssh_of, run_dir)
             finally:
                 report.memory = memory.summary()
-        failed = report.failed_checks()
-        report.result = "passed" if not failed else "failed"
-        if failed:
-            report.error = f"{len(failed)} check(s) failed: " + "; ".join(f"{c.node}: {c.name}" for c in failed)
-        code = 0 if not failed else 1
-    except KeyboardInterrupt:
-        report.result, report.error, code = "interrupted", "interrupted (Ctrl-C or SIGTERM)", 130
-    except UsageError as exc:
-        report.result, report.error, code = "failed", str(exc), 2
-    except (Failed, LabError) as exc:
-        report.result, report.error, code = "failed", str(exc), 1
-    except Exception as exc:  # still clean up and report: a crashed harness must not leave VMs behind
-        report.result, report.error, code = "failed", f"{type(exc).__name__}: {exc}", 1
-        import traceback
-
-        traceback.print_exc()
+        code = report.conclude()
+    except (KeyboardInterrupt, Exception) as exc:  # a crashed harness must still clean up and report
+        code = report.record_exception(exc, usage=(UsageError,), expected=(Failed, LabError))
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
         try:
@@ -259,14 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                 connect_timeout=3).ok:
                             pull_guest_logs(node, ssh, run_dir)
                     lab.poll()
-                for node in lab.nodes.values():
-                    report.nodes.append(NodeReport(
-                        name=node.name, role=node.role, ip=node.ip,
-                        markers={m.kind: m.at for m in node.scanner.markers.values()},
-                        events=sorted(node.timeline_events(), key=lambda e: e[1]),
-                        marker_lines={m.kind: m.line for m in node.scanner.markers.values()},
-                        fatal=node.scanner.fatal,
-                        ok=not any(c.node == node.name and not c.ok for c in report.checks)))
+                report.add_nodes(lab.nodes.values())
                 report.cleanup_problems = lab.close()
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # the test cluster's CA keys: not worth keeping
             report.wall_seconds = round(time.monotonic() - wall0, 1)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.timeline import Row, render_timeline
+
+if TYPE_CHECKING:
+    from harness.lab import Node
 
 
 @dataclass
@@ -50,6 +56,43 @@ class RunReport:
 
     def failed_checks(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+    def conclude(self) -> int:
+        """Result from the checks once the run got through them: exit status 0 passed, 1 failed."""
+        failed = self.failed_checks()
+        self.result = "passed" if not failed else "failed"
+        if failed:
+            self.error = f"{len(failed)} check(s) failed: " + "; ".join(f"{c.node}: {c.name}" for c in failed)
+        return 0 if not failed else 1
+
+    def record_exception(self, exc: BaseException, usage: tuple[type[BaseException], ...],
+                         expected: tuple[type[BaseException], ...]) -> int:
+        """Result of a run that stopped early: 130 interrupted, 2 bad input, 1 failure (a traceback for a crash)."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.result, self.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
+            return 130
+        self.result = "failed"
+        if isinstance(exc, usage):
+            self.error = str(exc)
+            return 2
+        if isinstance(exc, expected):
+            self.error = str(exc)
+            return 1
+        self.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exception(exc)
+        return 1
+
+    def add_nodes(self, nodes: Iterable[Node]) -> None:
+        """A NodeReport per lab node: console markers, harness events, and whether all its checks passed."""
+        for node in nodes:
+            markers = node.scanner.markers.values()
+            self.nodes.append(NodeReport(
+                name=node.name, role=node.role, ip=node.ip,
+                markers={m.kind: m.at for m in markers},
+                events=sorted(node.timeline_events(), key=lambda e: e[1]),
+                marker_lines={m.kind: m.line for m in markers},
+                fatal=node.scanner.fatal,
+                ok=not any(c.node == node.name and not c.ok for c in self.checks)))
 
     def write(self, run_dir: Path) -> tuple[Path, Path]:
         report = run_dir / "report.json"
