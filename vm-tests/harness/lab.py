@@ -134,6 +134,15 @@ class Lab:
                 seen += [(node, m) for m in node.scanner.feed(text, node.since_start())]
         return seen
 
+    def power_off(self, node: Node) -> None:
+        """Pull the plug (virsh destroy): a crashed machine, no clean shutdown."""
+        try:
+            self.conn.lookupByName(node.domain_name).destroy()
+        except libvirt.libvirtError as exc:
+            raise LabError(f"powering off {node.name}: {exc}") from None
+        node.note("power-off")
+        self.log.append(f"powered off {node.name}")
+
     def qemu_pids(self) -> list[int]:
         """PIDs of this lab's qemu processes (libvirt's pid files), for memory accounting."""
         pids = []
