@@ -3,6 +3,7 @@ configs through nginx -t and keepalived --config-test: the real tools that consu
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -148,3 +149,26 @@ def test_join_error_classification(rendered: dict[str, Rendered], tmp_path: Path
     (tmp_path / "join-attempt.log").write_text(f"[preflight] Running pre-flight checks\n{line}\n")
     result = subprocess.run(["bash", "-c", f"LOG_DIR={shlex.quote(str(tmp_path))}\n{func}\njoin_error_is_final"])
     assert (result.returncode == 0) is final
+
+
+def test_workers_skip_control_plane_images(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    """The rendered script's control_plane_only_images on a bundle manifest: only images whose every tag is a
+    control-plane component are skipped; pause, kube-proxy, workloads and mixed-tag images are loaded."""
+    script = rendered["single"].file("lab-worker-1", "/usr/local/lib/imagegen/bootstrap.sh")
+    func = re.search(r"^control_plane_only_images\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    images = {
+        "images/kube-apiserver.tar": ["k8s.gcr.io/kube-apiserver:v1.20.2"],
+        "images/kube-controller-manager.tar": ["registry.k8s.io/kube-controller-manager:v1.28.4"],
+        "images/kube-scheduler.tar": ["k8s.gcr.io/kube-scheduler:v1.20.2"],
+        "images/etcd.tar": ["k8s.gcr.io/etcd:3.4.13-0", "imagegen.local/etcd:3.4.23"],
+        "images/kube-proxy.tar": ["k8s.gcr.io/kube-proxy:v1.20.2"],
+        "images/pause.tar": ["k8s.gcr.io/pause:3.2"],
+        "images/etcd-and-tools.tar": ["k8s.gcr.io/etcd:3.4.13-0", "example.org/etcd-tools:1"],
+        "images/untagged.tar": [],
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format": 1, "images": [{"file": f, "tags": t} for f, t in images.items()]}))
+    result = subprocess.run(["bash", "-c", f"{func}\ncontrol_plane_only_images {shlex.quote(str(manifest))}"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["images/kube-apiserver.tar", "images/kube-controller-manager.tar",
+                                     "images/kube-scheduler.tar", "images/etcd.tar"]
