@@ -172,20 +172,14 @@ class Recorder:
 
 
 def pull_guest_logs(node: Node, ssh: Ssh, run_dir: Path) -> None:
-    dest = run_dir / "guest-logs" / node.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, cmd in {
-        "cloud-init.log": "sudo cat /var/log/cloud-init.log",
-        "cloud-init-output.log": "sudo cat /var/log/cloud-init-output.log",
+    guest.pull_logs(ssh, run_dir / "guest-logs" / node.name, {
+        **guest.BASE_LOGS,
+        "bootstrap.journal": "sudo journalctl --no-pager -u imagegen-bootstrap.service",  # every boot
         "bootstrap.log": "sudo cat /var/log/imagegen/bootstrap.log",
         "join-attempt.log": "sudo cat /var/log/imagegen/join-attempt.log",
-        "bootstrap.journal": "sudo journalctl --no-pager -u imagegen-bootstrap.service",
         "kubelet.journal": "sudo journalctl --no-pager -u kubelet",
         "docker-ps.txt": "sudo docker ps -a",
-        "journal.txt": "sudo journalctl -b --no-pager",
-    }.items():
-        r = ssh.run(cmd, timeout=90, connect_timeout=5)
-        (dest / name).write_text(r.out + (f"\n[exit {r.code}] {r.err}" if not r.ok else ""))
+    }, timeout=90)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,17 +159,8 @@ def expected_sentinel(node: Node) -> tuple[bool, str]:
 
 
 def pull_guest_logs(node: Node, ssh: Ssh, run_dir: Path) -> None:
-    dest = run_dir / "guest-logs" / node.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, cmd in {
-        "cloud-init.log": "sudo cat /var/log/cloud-init.log",
-        "cloud-init-output.log": "sudo cat /var/log/cloud-init-output.log",
-        "cloud-init-status.txt": "sudo cloud-init status --long",
-        "bootstrap.journal": "sudo journalctl -b --no-pager -u imagegen-bootstrap.service",
-        "journal.txt": "sudo journalctl -b --no-pager",
-    }.items():
-        r = ssh.run(cmd, timeout=60, connect_timeout=5)
-        (dest / name).write_text(r.out + (f"\n[exit {r.code}] {r.err}" if not r.ok else ""))
+    guest.pull_logs(ssh, run_dir / "guest-logs" / node.name,
+                    {**guest.BASE_LOGS, "cloud-init-status.txt": "sudo cloud-init status --long"}, timeout=60)
 
 
 def main(argv: list[str] | None = None) -> int:

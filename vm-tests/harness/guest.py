@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -229,3 +230,20 @@ def holds_vip(ssh: Ssh, vip: str) -> bool | None:
     if not r.ok:
         return None
     return f" {vip}/" in r.out
+
+
+# What every VM suite keeps from a guest; suites add their own (kubelet, docker ...).
+BASE_LOGS = {
+    "cloud-init.log": "sudo cat /var/log/cloud-init.log",
+    "cloud-init-output.log": "sudo cat /var/log/cloud-init-output.log",
+    "bootstrap.journal": "sudo journalctl -b --no-pager -u imagegen-bootstrap.service",
+    "journal.txt": "sudo journalctl -b --no-pager",
+}
+
+
+def pull_logs(ssh: Ssh, dest: Path, commands: dict[str, str], timeout: float) -> None:
+    """Write each command's output (or its exit status and stderr) to dest/<name>."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, cmd in commands.items():
+        r = ssh.run(cmd, timeout=timeout, connect_timeout=5)
+        (dest / name).write_text(r.out + (f"\n[exit {r.code}] {r.err}" if not r.ok else ""))
