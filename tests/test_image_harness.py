@@ -190,3 +190,13 @@ def test_report_record_exception_exit_codes(capsys) -> None:
         assert report.record_exception(exc, usage=(Usage,), expected=(Expected,)) == code
         assert (report.result, report.error) == (result, error)
     assert "ValueError: boom" in capsys.readouterr().err  # a crash prints its traceback
+
+
+def test_report_summary_names_result_problems_and_evidence() -> None:
+    r = _report()
+    r.result, r.wall_seconds, r.error = "failed", 12.4, "cp-1: no bootstrap marker"
+    text = r.summary("cluster-test", Path("/runs/x/report.json"), Path("/runs/x/timeline.svg"), Path("/runs/x"))
+    assert text.splitlines()[1] == "cluster-test failed in 12 s: cp-1: no bootstrap marker"
+    assert "cleanup problems" not in text and "run directory: /runs/x" in text
+    r.cleanup_problems = ["network: busy"]
+    assert "cleanup problems: network: busy" in r.summary("vm-smoke", Path("a"), Path("b"), Path("c"))

@@ -296,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             report_path, svg = report.write(run_dir)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    log(f"\ncluster-test {report.result} in {report.wall_seconds:.0f} s"
-        + (f": {report.error}" if report.error else ""))
-    if report.cleanup_problems:
-        log("cleanup problems: " + "; ".join(report.cleanup_problems))
-    log(f"report: {report_path}\ntimeline: {svg}\nrun directory: {run_dir}")
+    log(report.summary("cluster-test", report_path, svg, run_dir))
     return code
 
 

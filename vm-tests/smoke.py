@@ -244,11 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             report_path, svg = report.write(run_dir)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    print(f"\nvm-smoke {report.result} in {report.wall_seconds:.0f} s"
-          + (f": {report.error}" if report.error else ""))
-    if report.cleanup_problems:
-        print("cleanup problems: " + "; ".join(report.cleanup_problems))
-    print(f"report: {report_path}\ntimeline: {svg}\nrun directory: {run_dir}")
+    print(report.summary("vm-smoke", report_path, svg, run_dir), flush=True)
     return code
 
 

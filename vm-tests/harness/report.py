@@ -94,6 +94,14 @@ class RunReport:
                 fatal=node.scanner.fatal,
                 ok=not any(c.node == node.name and not c.ok for c in self.checks)))
 
+    def summary(self, suite: str, report_path: Path, svg: Path, run_dir: Path) -> str:
+        """The closing lines a suite prints: result, cleanup problems, where the evidence is."""
+        lines = [f"\n{suite} {self.result} in {self.wall_seconds:.0f} s" + (f": {self.error}" if self.error else "")]
+        if self.cleanup_problems:
+            lines.append("cleanup problems: " + "; ".join(self.cleanup_problems))
+        lines.append(f"report: {report_path}\ntimeline: {svg}\nrun directory: {run_dir}")
+        return "\n".join(lines)
+
     def write(self, run_dir: Path) -> tuple[Path, Path]:
         report = run_dir / "report.json"
         report.write_text(json.dumps(asdict(self), indent=2) + "\n")
