@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 
@@ -25,15 +26,28 @@ class Problem:
 _MISSING = object()
 
 
+SHOWN_CHARS = 60
+
+
 def _show(value: object) -> str | None:
+    """A bounded, one-line rendering of a bad value: never the whole of a huge or alias-expanded value."""
     if value is _MISSING:
         return None
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, (dict, list)):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return repr(value)
+    if isinstance(value, (dict, list, tuple, set)):
+        return _short(reprlib_repr(value))
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return _short(repr(value[:SHOWN_CHARS + 1]))
+    return _short(repr(value))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS + 2 else text[:SHOWN_CHARS - 3] + "..."
+
+
+def reprlib_repr(value: object) -> str:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxstring, r.maxother = 2, 4, 4, 30, 30
+    return r.repr(value)
 
 
 MISSING = _MISSING

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from imagegen import safeyaml, values
 from imagegen.errors import MISSING, PlanError, Problem
 from imagegen.versions import SUPPORTED_RANGE, KubeVersion, VersionRules, rules_for
 
@@ -27,10 +29,14 @@ ENDPOINT_MODES = ("load-balancer", "kube-vip", "single")
 DISTROS = ("debian-12", "ubuntu-22.04", "ubuntu-24.04")
 BUNDLE_SOURCES = ("online", "disk", "image")
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_DURATION = re.compile(r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
-_SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[a-zA-Z0-9_*-]+)+$")
+# Every pattern is used with fullmatch: `$` would also accept a trailing newline ("cp-1\n").
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
+_SYSCTL_KEY = re.compile(r"[a-z0-9_]+(\.[a-zA-Z0-9_*-]+)+")
+_SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp[0-9]+|sk-[!-~]+) [A-Za-z0-9+/=]+( [ -~]*)?")
+_LOG_SIZE = re.compile(r"[0-9]+[kmg]")
+_JOURNALD_VALUE = re.compile(r"[A-Za-z0-9.]+")
 _JOURNALD_KEYS = ("Storage", "Compress", "SystemMaxUse", "SystemMaxFileSize", "MaxRetentionSec",
                   "ForwardToSyslog", "SystemKeepFree", "RuntimeMaxUse", "MaxFileSec", "RateLimitBurst",
                   "RateLimitIntervalSec")
@@ -247,6 +253,16 @@ class _Reader:
             return default
         return value
 
+    def checked(self, data: dict[str, Any], key: str, path: str, default: str,
+                check: Callable[[str], values.Verdict]) -> str:
+        """A string that reaches a shell or a config file: it passes `check` or is a problem (and the default)."""
+        value = self.string(data, key, path, default)
+        verdict = check(value)
+        if verdict is not None:
+            self.add(path, value, *verdict)
+            return default
+        return value
+
     def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
         value = data.get(key, MISSING)
         if value is MISSING:
@@ -275,7 +291,7 @@ class _Reader:
         return str(value)
 
     def string_list(self, data: dict[str, Any], key: str, path: str,
-                    check: Callable[[str, str], bool] | None = None) -> tuple[str, ...]:
+                    check: Callable[[str], values.Verdict] | None = None) -> tuple[str, ...]:
         value = data.get(key, MISSING)
         if value is MISSING or value is None:
             return ()
@@ -284,9 +300,12 @@ class _Reader:
             return ()
         out = []
         for i, item in enumerate(value):
+            verdict = check(item) if check is not None and isinstance(item, str) and item.strip() else None
             if not isinstance(item, str) or not item.strip():
                 self.add(f"{path}[{i}]", item, "must be a non-empty string")
-            elif check is None or check(f"{path}[{i}]", item):
+            elif verdict is not None:
+                self.add(f"{path}[{i}]", item, *verdict)
+            else:
                 out.append(item)
         return tuple(out)
 
@@ -334,11 +353,16 @@ class _Reader:
         if not isinstance(value, str):
             self.add(path, value, "must be a MAC address string", "e.g. '52:54:00:12:34:56'")
             return None
-        if _MAC.match(value):
-            if int(value[:2], 16) & 1:
+        # Proxmox and VMware print MACs in upper case: accepted and written in lower case.
+        if _MAC.fullmatch(value.lower()):
+            mac = value.lower()
+            if int(mac[:2], 16) & 1:
                 self.add(path, value, "is a multicast MAC address", "use a unicast address, e.g. 52:54:00:..")
                 return None
-            return value
+            if mac == "00:00:00:00:00:00":
+                self.add(path, value, "is the all-zero MAC address", "use the NIC's real address")
+                return None
+            return mac
         canonical = re.sub(r"[^0-9a-fA-F]", "", value).lower()
         if len(canonical) == 12:
             fixed = ":".join(canonical[i:i + 2] for i in range(0, 12, 2))
@@ -356,8 +380,8 @@ class _Reader:
         if len(value) > 63:
             self.add(path, value, f"{what} is longer than 63 characters", "shorten it (RFC 1123 label)")
             return None
-        if not _LABEL.match(value):
-            fix = f"write '{value.lower()}'" if _LABEL.match(value.lower()) else \
+        if not _LABEL.fullmatch(value):
+            fix = f"write '{value.lower()}'" if _LABEL.fullmatch(value.lower()) else \
                 "use lower-case letters, digits and '-', starting and ending with a letter or digit (RFC 1123)"
             self.add(path, value, f"is not a valid {what}", fix)
             return None
@@ -367,7 +391,7 @@ class _Reader:
         if value is MISSING:
             return None
         if not isinstance(value, str) or len(value) > 253 or not all(
-                _LABEL.match(part) for part in value.split(".")):
+                _LABEL.fullmatch(part) for part in value.split(".")):
             fix = "use lower-case RFC 1123 labels separated by dots, e.g. 'k8s-api.example.internal'"
             self.add(path, value, "is not a valid DNS name", fix)
             return None
@@ -377,7 +401,7 @@ class _Reader:
         value = data.get(key, MISSING)
         if value is MISSING:
             return default
-        if not isinstance(value, str) or not value or not _DURATION.match(value):
+        if not isinstance(value, str) or not value or not _DURATION.fullmatch(value):
             self.add(path, value, "must be a duration like '24h', '90m' or '8760h'")
             return default
         return value
@@ -420,16 +444,27 @@ def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file; raise PlanError listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes() if source != "-" else sys.stdin.buffer.read()
     except OSError as exc:
         raise PlanError([Problem("plan", source, f"cannot be read: {exc.strerror}", "check the path")],
                         source) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise PlanError([Problem("plan", MISSING, f"is not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})",
+                                 "save the plan as UTF-8")], source) from exc
     return parse_plan_text(text, source)
 
 
 def parse_plan_text(text: str, source: str = "plan") -> Plan:
     try:
-        data = yaml.safe_load(text)
+        data = safeyaml.load(text)
+    except safeyaml.PlanYamlError as exc:
+        raise PlanError([Problem("plan", MISSING, exc.message, exc.fix)], source) from exc
+    except RecursionError as exc:
+        raise PlanError([Problem("plan", MISSING, "is nested too deeply", "a plan is a few levels deep")],
+                        source) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -449,34 +484,29 @@ def parse_plan(data: dict[str, Any], source: str = "plan") -> Plan:
     cluster = _parse_cluster(r, top.get("cluster", MISSING))
     endpoint = _parse_endpoint(r, top.get("endpoint", MISSING))
     network = _parse_network(r, top.get("network", MISSING))
-    nodes = _parse_nodes(r, top.get("nodes", MISSING))
-    keys = r.string_list(top, "ssh_authorized_keys", "ssh_authorized_keys", _ssh_key_check(r))
-    admin_user = r.label("admin_user", top.get("admin_user", "ops"), "user name") or "ops"
+    nodes, nodes_complete = _parse_nodes(r, top.get("nodes", MISSING))
+    keys = r.string_list(top, "ssh_authorized_keys", "ssh_authorized_keys", _ssh_key_check)
+    admin_user = r.checked(top, "admin_user", "admin_user", "ops", values.admin_user)
     registry = _parse_registry(r, top.get("registry", MISSING))
     bundle = _parse_bundle(r, top.get("bundle", MISSING))
     bootstrap = _parse_bootstrap(r, top.get("bootstrap", MISSING))
 
-    if r.problems or cluster is None or endpoint is None or network is None or nodes is None:
+    if endpoint is not None and cluster is not None:
+        endpoint = _resolve_endpoint(endpoint, cluster, nodes)
+    _cross_checks(r, _Parsed(cluster, endpoint, network, nodes, nodes_complete, registry, bundle))
+    if r.problems or cluster is None or endpoint is None or network is None or not nodes_complete:
         if not r.problems:  # pragma: no cover - a None above always records a problem
             r.add("plan", MISSING, "is incomplete")
         raise PlanError(r.problems, source)
-
-    endpoint = _resolve_endpoint(endpoint, cluster, nodes)
     plan = Plan(cluster=cluster, endpoint=endpoint, network=network, nodes=nodes, ssh_authorized_keys=keys,
                 admin_user=admin_user, registry=registry, bundle=bundle, bootstrap=bootstrap)
-    _cross_checks(r, plan)
-    if r.problems:
-        raise PlanError(r.problems, source)
     return _with_pod_subnets(plan)
 
 
-def _ssh_key_check(r: _Reader) -> Callable[[str, str], bool]:
-    def check(path: str, key: str) -> bool:
-        if not re.match(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?$", key):
-            r.add(path, key, "is not an OpenSSH public key", "paste one line of ~/.ssh/id_ed25519.pub")
-            return False
-        return True
-    return check
+def _ssh_key_check(key: str) -> values.Verdict:
+    if not _SSH_KEY.fullmatch(key):
+        return "is not an OpenSSH public key", "paste one line of ~/.ssh/id_ed25519.pub"
+    return None
 
 
 def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
@@ -502,34 +532,36 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
     runtime = r.choice(c, "container_runtime", "cluster.container_runtime", RUNTIMES, "containerd")
     cri_dockerd = r.boolean(c, "cri_dockerd", "cluster.cri_dockerd", False)
     cni = r.choice(c, "cni", "cluster.cni", CNIS, "calico")
-    cni_manifest = r.string(c, "cni_manifest", "cluster.cni_manifest", _CNI_MANIFESTS[cni])
+    cni_manifest = r.checked(c, "cni_manifest", "cluster.cni_manifest", _CNI_MANIFESTS[cni], _url_or_path_or_none)
     proxy = r.choice(c, "kube_proxy_mode", "cluster.kube_proxy_mode", PROXY_MODES, "ipvs")
     pod = r.cidr("cluster.pod_cidr", c.get("pod_cidr", "10.244.0.0/16"))
     svc = r.cidr("cluster.service_cidr", c.get("service_cidr", "10.96.0.0/12"))
     dns_domain = r.dns_name("cluster.dns_domain", c.get("dns_domain", "cluster.local")) or "cluster.local"
-    image_repo = r.string(c, "image_repository", "cluster.image_repository", "registry.k8s.io").rstrip("/")
+    image_repo = r.checked(c, "image_repository", "cluster.image_repository", "registry.k8s.io",
+                           values.image_repository)
     distro = r.choice(c, "distro", "cluster.distro", DISTROS, "debian-12")
-    timezone = r.string(c, "timezone", "cluster.timezone", "UTC")
-    ntp = r.string_list(c, "ntp_servers", "cluster.ntp_servers")
+    timezone = r.checked(c, "timezone", "cluster.timezone", "UTC", values.timezone)
+    ntp = r.string_list(c, "ntp_servers", "cluster.ntp_servers", values.host_or_ip)
     ttl = r.duration(c, "token_ttl", "cluster.token_ttl", "24h")
     signing = r.duration(c, "certificate_signing_duration", "cluster.certificate_signing_duration", "87600h")
     skip = r.string_list(c, "skip_addons", "cluster.skip_addons")
     for i, addon in enumerate(skip):
         if addon not in _ADDONS:
             r.add(f"cluster.skip_addons[{i}]", addon, f"is not a kubeadm addon; use {' or '.join(_ADDONS)}")
-    ignore = r.string_list(c, "ignore_preflight_errors", "cluster.ignore_preflight_errors")
-    kube_vip_image = r.string(c, "kube_vip_image", "cluster.kube_vip_image", "ghcr.io/kube-vip/kube-vip:v0.8.9")
-    etcd_tag = r.string(c, "etcd_image_tag", "cluster.etcd_image_tag", "")
+    ignore = r.string_list(c, "ignore_preflight_errors", "cluster.ignore_preflight_errors", values.preflight_check)
+    kube_vip_image = r.checked(c, "kube_vip_image", "cluster.kube_vip_image", "ghcr.io/kube-vip/kube-vip:v0.8.9",
+                               values.image)
+    etcd_tag = r.checked(c, "etcd_image_tag", "cluster.etcd_image_tag", "", _or_empty(values.image_tag))
     sysctl = _parse_sysctl(r, c.get("sysctl", MISSING))
     journald = _parse_journald(r, c.get("journald", MISSING))
     docker = _parse_docker(r, c.get("docker", MISSING))
-    mirrors = r.string_list(c, "registry_mirrors", "cluster.registry_mirrors", _url_check(r))
+    mirrors = r.string_list(c, "registry_mirrors", "cluster.registry_mirrors", values.url)
     retention = r.integer(c, "etcd_snapshot_retention", "cluster.etcd_snapshot_retention", 7, 1, 365)
     component_args = _parse_component_args(r, c.get("component_args", MISSING))
     if name is None or version is None or pod is None or svc is None:
         return None
-    package_repo = r.string(c, "package_repository", "cluster.package_repository",
-                            default_package_repository(version))
+    package_repo = r.checked(c, "package_repository", "cluster.package_repository",
+                             default_package_repository(version), values.url)
     return Cluster(name=name, kubernetes_version=version, container_runtime=runtime, cri_dockerd=cri_dockerd,
                    cni=cni, cni_manifest=cni_manifest, kube_proxy_mode=proxy, pod_cidr=pod, service_cidr=svc,
                    dns_domain=dns_domain, image_repository=image_repo, package_repository=package_repo,
@@ -540,17 +572,17 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
                    component_args=component_args)
 
 
-def _url_check(r: _Reader) -> Callable[[str, str], bool]:
-    def check(path: str, url: str) -> bool:
-        if not re.match(r"^https?://[^\s/]+", url):
-            r.add(path, url, "is not an http(s) URL", "e.g. 'https://mirror.example.internal'")
-            return False
-        return True
-    return check
-
-
 COMPONENTS = ("apiserver", "controller-manager", "scheduler", "etcd")
-_FLAG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_FLAG = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _url_or_path_or_none(value: str) -> values.Verdict:
+    # host-gw has no manifest: its default is the empty string.
+    return values.url_or_path(value) if value else None
+
+
+def _or_empty(check: Callable[[str], values.Verdict]) -> Callable[[str], values.Verdict]:
+    return lambda value: check(value) if value else None
 
 
 def _parse_component_args(r: _Reader, data: object) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
@@ -574,10 +606,12 @@ def _parse_component_args(r: _Reader, data: object) -> tuple[tuple[str, tuple[tu
             continue
         items = []
         for flag, value in flags.items():
-            if not isinstance(flag, str) or not _FLAG.match(flag):
+            if not isinstance(flag, str) or not _FLAG.fullmatch(flag):
                 r.add(f"{path}.{flag}", flag, "is not a flag name", "write it without the leading --")
             elif isinstance(value, bool) or not isinstance(value, (str, int)):
                 r.add(f"{path}.{flag}", value, "must be a string or number")
+            elif (verdict := values.flag_value(str(value))) is not None:
+                r.add(f"{path}.{flag}", value, *verdict)
             else:
                 items.append((flag, str(value)))
         out.append((component, tuple(sorted(items))))
@@ -592,12 +626,14 @@ def _parse_sysctl(r: _Reader, data: object) -> tuple[tuple[str, str], ...]:
         else:
             for key, value in data.items():
                 path = f"cluster.sysctl.{key}"
-                if not isinstance(key, str) or not _SYSCTL_KEY.match(key):
+                if not isinstance(key, str) or not _SYSCTL_KEY.fullmatch(key):
                     r.add(path, key, "is not a sysctl key", "e.g. 'net.core.somaxconn'")
                 elif key == "net.ipv4.tcp_tw_recycle":
                     r.add(path, value, "was removed from Linux 4.12 and breaks NAT clients", "drop this key")
                 elif isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() == "":
                     r.add(path, value, "must be a number or string")
+                elif (verdict := values.sysctl_value(str(value))) is not None:
+                    r.add(path, value, *verdict)
                 else:
                     merged[key] = str(value)
     return tuple(sorted(merged.items()))
@@ -616,7 +652,7 @@ def _parse_journald(r: _Reader, data: object) -> tuple[tuple[str, str], ...]:
                           _suggest(key, _JOURNALD_KEYS, f"use one of {', '.join(_JOURNALD_KEYS)}"))
                 elif isinstance(value, bool):
                     merged[key] = "yes" if value else "no"
-                elif not isinstance(value, (int, str)) or not re.match(r"^[A-Za-z0-9.]+$", str(value)):
+                elif not isinstance(value, (int, str)) or not _JOURNALD_VALUE.fullmatch(str(value)):
                     r.add(path, value, "must be a plain value such as '10G', 'yes' or '2week'")
                 else:
                     merged[key] = str(value)
@@ -625,13 +661,11 @@ def _parse_journald(r: _Reader, data: object) -> tuple[tuple[str, str], ...]:
 
 def _parse_docker(r: _Reader, data: object) -> DockerSettings:
     d = r.section(data, "cluster.docker", _DOCKER)
-    mirrors = r.string_list(d, "registry_mirrors", "cluster.docker.registry_mirrors", _url_check(r))
-    insecure = r.string_list(d, "insecure_registries", "cluster.docker.insecure_registries")
-    data_root = r.string(d, "data_root", "cluster.docker.data_root", "/var/lib/docker")
-    if not data_root.startswith("/"):
-        r.add("cluster.docker.data_root", data_root, "must be an absolute path")
+    mirrors = r.string_list(d, "registry_mirrors", "cluster.docker.registry_mirrors", values.url)
+    insecure = r.string_list(d, "insecure_registries", "cluster.docker.insecure_registries", values.registry_host)
+    data_root = r.checked(d, "data_root", "cluster.docker.data_root", "/var/lib/docker", values.absolute_path)
     size = r.string(d, "log_max_size", "cluster.docker.log_max_size", "100m")
-    if not re.match(r"^[0-9]+[kmg]$", size):
+    if not _LOG_SIZE.fullmatch(size):
         r.add("cluster.docker.log_max_size", size, "must be a size like '100m'")
     count = r.integer(d, "log_max_file", "cluster.docker.log_max_file", 5, 1, 100)
     return DockerSettings(mirrors, insecure, data_root, size, count)
@@ -673,12 +707,13 @@ def _parse_network(r: _Reader, data: object) -> Network | None:
     return Network(cidr=cidr, gateway=gateway, dns=tuple(dns), interface=iface)
 
 
-def _parse_nodes(r: _Reader, data: object) -> tuple[Node, ...] | None:
+def _parse_nodes(r: _Reader, data: object) -> tuple[tuple[Node, ...], bool]:
+    """The nodes that parsed cleanly, and whether that is every node of the plan."""
     if data is MISSING:
-        return None
+        return (), False
     if not isinstance(data, list) or not data:
         r.add("nodes", data, "must be a non-empty list of nodes", "add '- {name: ..., role: ..., ip: ..., mac: ...}'")
-        return None
+        return (), False
     nodes: list[Node] = []
     complete = True
     for i, item in enumerate(data):
@@ -688,6 +723,10 @@ def _parse_nodes(r: _Reader, data: object) -> tuple[Node, ...] | None:
             complete = False
             continue
         name = r.label(f"{path}.name", n.get("name", MISSING))
+        if name == "localhost":
+            r.add(f"{path}.name", name, "is reserved (it resolves to 127.0.0.1 on every node)",
+                  "give the node a name of its own")
+            name = None
         role = r.choice(n, "role", f"{path}.role", ROLES, "")
         ip = r.ipv4(f"{path}.ip", n.get("ip", MISSING))
         mac = r.mac(f"{path}.mac", n.get("mac", MISSING))
@@ -695,7 +734,7 @@ def _parse_nodes(r: _Reader, data: object) -> tuple[Node, ...] | None:
             complete = False
             continue
         nodes.append(Node(name=name, role=role, ip=ip, mac=mac, index=i))
-    return tuple(nodes) if complete else None
+    return tuple(nodes), complete
 
 
 def _parse_registry(r: _Reader, data: object) -> Registry | None:
@@ -703,13 +742,11 @@ def _parse_registry(r: _Reader, data: object) -> Registry | None:
         return None
     g = r.section(data, "registry", _REGISTRY)
     hostname = r.dns_name("registry.hostname", g.get("hostname", MISSING))
-    version = r.string(g, "harbor_version", "registry.harbor_version", "v2.11.1")
-    installer = r.string(g, "harbor_installer", "registry.harbor_installer",
-                         f"https://github.com/goharbor/harbor/releases/download/{version}/"
-                         f"harbor-offline-installer-{version}.tgz")
-    volume = r.string(g, "data_volume", "registry.data_volume", "/data/harbor")
-    if not volume.startswith("/"):
-        r.add("registry.data_volume", volume, "must be an absolute path")
+    version = r.checked(g, "harbor_version", "registry.harbor_version", "v2.11.1", values.harbor_version)
+    installer = r.checked(g, "harbor_installer", "registry.harbor_installer",
+                          f"https://github.com/goharbor/harbor/releases/download/{version}/"
+                          f"harbor-offline-installer-{version}.tgz", values.url_or_path)
+    volume = r.checked(g, "data_volume", "registry.data_volume", "/data/harbor", values.absolute_path)
     mirror = r.boolean(g, "use_as_mirror", "registry.use_as_mirror", False)
     if hostname is None:
         return None
@@ -720,9 +757,7 @@ def _parse_registry(r: _Reader, data: object) -> Registry | None:
 def _parse_bundle(r: _Reader, data: object) -> Bundle:
     b = r.section(data, "bundle", _BUNDLE)
     source = r.choice(b, "source", "bundle.source", BUNDLE_SOURCES, "online")
-    label = r.string(b, "label", "bundle.label", "imagegen-bundle")
-    if len(label) > 16:
-        r.add("bundle.label", label, "is longer than ext4's 16-character label")
+    label = r.checked(b, "label", "bundle.label", "imagegen-bundle", values.volume_label)
     return Bundle(source=source, label=label)
 
 
@@ -740,8 +775,47 @@ def _resolve_endpoint(endpoint: Endpoint, cluster: Cluster, nodes: tuple[Node, .
     return Endpoint(mode=endpoint.mode, vip=endpoint.vip, port=endpoint.port, name=f"{cluster.name}-api")
 
 
-def _cross_checks(r: _Reader, plan: Plan) -> None:
-    c, e, net, nodes = plan.cluster, plan.endpoint, plan.network, plan.nodes
+@dataclass(frozen=True)
+class _Parsed:
+    """What parsed cleanly, section by section: the cross-field rules run on whatever is there, in the same pass
+    as the field checks, so one run reports every problem."""
+
+    cluster: Cluster | None
+    endpoint: Endpoint | None
+    network: Network | None
+    nodes: tuple[Node, ...]
+    nodes_complete: bool
+    registry: Registry | None
+    bundle: Bundle
+
+
+# Ports a control plane's own components hold; the API server cannot bind them (single and kube-vip modes bind
+# endpoint.port on the control planes), and 22 is sshd on every node (load balancers bind endpoint.port).
+_RESERVED_PORTS = {22: "sshd", 2379: "etcd", 2380: "etcd peers", 10250: "the kubelet", 10256: "kube-proxy health",
+                   10257: "kube-controller-manager", 10259: "kube-scheduler"}
+SERVICE_CIDR_MIN_PREFIX = 12   # kube-apiserver refuses service ranges with more than 20 host bits
+SERVICE_CIDR_MAX_PREFIX = 28   # the cluster DNS address is the range's 10th; /28 is the smallest that holds it
+
+
+def _cross_checks(r: _Reader, p: _Parsed) -> None:
+    _check_unique_nodes(r, p.nodes)
+    if p.network is not None:
+        _check_addresses(r, p.network, p.nodes, p.endpoint)
+    if p.cluster is not None:
+        _check_ranges(r, p.cluster, p.network)
+        _check_runtime_and_packages(r, p.cluster, p.bundle)
+    if p.endpoint is not None:
+        _check_endpoint(r, p.endpoint, p.nodes, p.nodes_complete)
+    if p.nodes_complete:
+        _check_registry(r, p.nodes, p.registry)
+        if p.cluster is not None and p.cluster.cni == "host-gw":
+            count = sum(1 for n in p.nodes if n.is_kubernetes)
+            if p.cluster.pod_cidr.prefixlen > 24 - _bits_for(count):
+                r.add("cluster.pod_cidr", str(p.cluster.pod_cidr), f"is too small for a /24 per node for "
+                      f"{count} Kubernetes nodes", "use a larger range, e.g. 10.244.0.0/16")
+
+
+def _check_unique_nodes(r: _Reader, nodes: tuple[Node, ...]) -> None:
     for attr in ("name", "ip", "mac"):
         seen: dict[str, int] = {}
         for n in nodes:
@@ -752,6 +826,8 @@ def _cross_checks(r: _Reader, plan: Plan) -> None:
             else:
                 seen[key] = n.index
 
+
+def _check_addresses(r: _Reader, net: Network, nodes: tuple[Node, ...], e: Endpoint | None) -> None:
     def inside(path: str, addr: ipaddress.IPv4Address) -> None:
         if addr not in net.cidr:
             r.add(path, str(addr), f"is outside network.cidr {net.cidr}", f"use an address inside {net.cidr}")
@@ -763,7 +839,7 @@ def _cross_checks(r: _Reader, plan: Plan) -> None:
         inside(f"nodes[{n.index}].ip", n.ip)
         if n.ip == net.gateway:
             r.add(f"nodes[{n.index}].ip", str(n.ip), "equals network.gateway", "give the node its own address")
-    if e.vip is not None:
+    if e is not None and e.vip is not None:
         inside("endpoint.vip", e.vip)
         if e.vip == net.gateway:
             r.add("endpoint.vip", str(e.vip), "equals network.gateway", "pick a free address for the VIP")
@@ -772,12 +848,53 @@ def _cross_checks(r: _Reader, plan: Plan) -> None:
                 r.add("endpoint.vip", str(e.vip), f"equals nodes[{n.index}].ip ({n.name})",
                       "pick an address no node uses")
 
-    nets = (("cluster.pod_cidr", c.pod_cidr), ("cluster.service_cidr", c.service_cidr), ("network.cidr", net.cidr))
+
+def _check_ranges(r: _Reader, c: Cluster, net: Network | None) -> None:
+    nets = [("cluster.pod_cidr", c.pod_cidr), ("cluster.service_cidr", c.service_cidr)]
+    if net is not None:
+        nets.append(("network.cidr", net.cidr))
     for i, (pa, a) in enumerate(nets):
         for pb, b in nets[i + 1:]:
             if a.overlaps(b):
                 r.add(pa, str(a), f"overlaps {pb} {b}", "choose ranges that do not overlap")
+    svc = c.service_cidr
+    if svc.prefixlen > SERVICE_CIDR_MAX_PREFIX:
+        r.add("cluster.service_cidr", str(svc), f"holds {svc.num_addresses} addresses, too few for the API "
+              "service and the cluster DNS address (the range's 10th)",
+              f"use /{SERVICE_CIDR_MAX_PREFIX} or larger, e.g. 10.96.0.0/12")
+    elif svc.prefixlen < SERVICE_CIDR_MIN_PREFIX:
+        r.add("cluster.service_cidr", str(svc), "is larger than kube-apiserver accepts (at most 20 host bits)",
+              f"use /{SERVICE_CIDR_MIN_PREFIX} or smaller, e.g. 10.96.0.0/12")
 
+
+def _check_runtime_and_packages(r: _Reader, c: Cluster, bundle: Bundle) -> None:
+    rules = c.rules
+    if c.container_runtime == "docker" and not rules.has_dockershim and not c.cri_dockerd:
+        r.add("cluster.container_runtime", "docker",
+              f"Kubernetes {c.kubernetes_version} has no dockershim (removed in 1.24)",
+              "set cluster.cri_dockerd: true, or use containerd")
+    if c.cri_dockerd and c.container_runtime != "docker":
+        r.add("cluster.cri_dockerd", True, "only applies with container_runtime docker", "remove it")
+    if c.cri_dockerd and rules.has_dockershim:
+        r.add("cluster.cri_dockerd", True, f"is not needed on {c.kubernetes_version}, which has dockershim",
+              "remove it")
+    if bundle.source == "online" and not rules.pkgs_k8s_io and c.package_repository == \
+            default_package_repository(c.kubernetes_version):
+        r.add("cluster.kubernetes_version", str(c.kubernetes_version),
+              "has no packages on pkgs.k8s.io (its repositories start at 1.24)",
+              "set cluster.package_repository to your mirror, or bundle.source: disk|image")
+
+
+def _check_endpoint(r: _Reader, e: Endpoint, nodes: tuple[Node, ...], complete: bool) -> None:
+    if e.port in _RESERVED_PORTS:
+        r.add("endpoint.port", e.port, f"is held by {_RESERVED_PORTS[e.port]} on the nodes serving the endpoint",
+              "use 6443 or another free port")
+    for n in nodes:
+        if n.name == e.name:
+            r.add("endpoint.name", e.name, f"equals nodes[{n.index}].name; /etc/hosts would map it to two "
+                  "addresses", "give the API endpoint its own name, e.g. '<cluster>-api'")
+    if not complete:
+        return  # counting roles over a partial node list would report problems that are not there
     cps = [n for n in nodes if n.role == "control-plane"]
     lbs = [n for n in nodes if n.role == "load-balancer"]
     if not cps:
@@ -800,31 +917,15 @@ def _cross_checks(r: _Reader, plan: Plan) -> None:
               "set endpoint.mode: load-balancer or remove the load-balancer nodes")
     if e.mode == "kube-vip" and e.vip is None:
         r.add("endpoint.vip", MISSING, "is required with endpoint.mode 'kube-vip'", "add a free address")
+
+
+def _check_registry(r: _Reader, nodes: tuple[Node, ...], registry: Registry | None) -> None:
     registries = [n for n in nodes if n.role == "registry"]
-    if registries and plan.registry is None:
+    if registries and registry is None:
         r.add("registry.hostname", MISSING, f"is required because nodes[{registries[0].index}] has role registry",
               "add 'registry: {hostname: harbor.example.internal}'")
-    if plan.registry is not None and plan.registry.use_as_mirror and not registries:
+    if registry is not None and registry.use_as_mirror and not registries:
         r.add("registry.use_as_mirror", True, "needs a node with role registry", "add one or set it to false")
-
-    rules = c.rules
-    if c.container_runtime == "docker" and not rules.has_dockershim and not c.cri_dockerd:
-        r.add("cluster.container_runtime", "docker",
-              f"Kubernetes {c.kubernetes_version} has no dockershim (removed in 1.24)",
-              "set cluster.cri_dockerd: true, or use containerd")
-    if c.cri_dockerd and c.container_runtime != "docker":
-        r.add("cluster.cri_dockerd", True, "only applies with container_runtime docker", "remove it")
-    if c.cri_dockerd and rules.has_dockershim:
-        r.add("cluster.cri_dockerd", True, f"is not needed on {c.kubernetes_version}, which has dockershim",
-              "remove it")
-    if plan.bundle.source == "online" and not rules.pkgs_k8s_io and c.package_repository == \
-            default_package_repository(c.kubernetes_version):
-        r.add("cluster.kubernetes_version", str(c.kubernetes_version),
-              "has no packages on pkgs.k8s.io (its repositories start at 1.24)",
-              "set cluster.package_repository to your mirror, or bundle.source: disk|image")
-    if c.cni == "host-gw" and c.pod_cidr.prefixlen > 24 - _bits_for(len(plan.kubernetes_nodes)):
-        r.add("cluster.pod_cidr", str(c.pod_cidr), f"is too small for a /24 per node for "
-              f"{len(plan.kubernetes_nodes)} Kubernetes nodes", "use a larger range, e.g. 10.244.0.0/16")
 
 
 def _bits_for(count: int) -> int:
