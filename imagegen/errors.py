@@ -15,7 +15,7 @@ class Problem:
 
     def __str__(self) -> str:
         shown = _show(self.value)
-        text = f"{self.field}: {self.message}"
+        text = f"{_field(self.field)}: {self.message}"
         if shown is not None:
             text += f" (got {shown})"
         if self.fix:
@@ -38,6 +38,13 @@ def _show(value: object) -> str | None:
     if isinstance(value, str) and len(value) > SHOWN_CHARS:
         return _short(repr(value[:SHOWN_CHARS + 1]))
     return _short(repr(value))
+
+
+def _field(path: str) -> str:
+    """A field path as one bounded line: plan keys are user data too (a key may hold a newline)."""
+    if path.isprintable() and len(path) <= 2 * SHOWN_CHARS:
+        return path
+    return _short(repr(path[:SHOWN_CHARS + 1]))
 
 
 def _short(text: str) -> str:

@@ -18,13 +18,13 @@ import yaml
 
 from imagegen import kubeadm
 from imagegen.kubeconfig import admin_kubeconfig
+from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
 from imagegen.profiles import FileSpec, Profile, load_distro, load_profile
 from imagegen.seediso import build_seed_iso
 from imagegen.state import ClusterState
 from imagegen.templates import environment, evaluate
 
-PACKAGE_REVISION = "1.1"
 BASE_MODULES = ("br_netfilter", "overlay", "nf_conntrack")
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 CALICO_MODULES = ("ip_set", "ip_tables", "ip6_tables", "ipt_REJECT", "ipt_rpfilter", "ipt_set", "nf_conntrack_netlink",
@@ -92,7 +92,10 @@ def _yaml_documents(docs: list[dict]) -> bytes:
     return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000).encode()
 
 
-def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: Profile) -> bytes:
+def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: Profile,
+              ctx: dict[str, Any]) -> bytes:
+    if name == "bootstrap-env":
+        return to_env(ctx["facts"])
     secrets = _secrets_for(profile, state)
     if name == "kubeadm-init":
         return _yaml_documents(kubeadm.init_documents(plan, node, secrets["bootstrap_token"],
@@ -199,18 +202,13 @@ def _steps(profile: Profile, ctx: dict[str, Any]) -> list[str]:
 def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) -> dict[str, Any]:
     distro = load_distro(plan.cluster.distro)
     cps = plan.control_planes
-    previous = None
-    if node.role == "control-plane" and node != cps[0]:
-        previous = cps[cps.index(node) - 1]
     lbs = plan.load_balancers
     hosts, private = _registry_hosts(plan)
-    skip = [f"addon/{a}" for a in plan.cluster.skip_addons]
     rules = plan.cluster.rules
     ctx: dict[str, Any] = {
         "plan": plan, "node": node, "cluster": plan.cluster, "endpoint": plan.endpoint, "network": plan.network,
         "distro": distro, "rules": rules, "endpoint_address": plan.endpoint_address,
         "first_control_plane": node.role == "control-plane" and node == cps[0],
-        "previous_control_plane": previous,
         "kernel_modules": kernel_modules(plan),
         "pause_image": kubeadm.pause_image(plan),
         "docker_daemon": _docker_daemon(plan),
@@ -218,9 +216,6 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
         "registry_node": _registry_node(plan),
         "registry_hosts": hosts,
         "private_registries": private,
-        "package_revision": PACKAGE_REVISION,
-        "skip_phases": skip,
-        "patches_flag": "" if rules.patches_in_config else f"--experimental-patches={kubeadm.PATCH_DIR}",
         "vrrp_router_id": int(hashlib.sha256(plan.cluster.name.encode()).hexdigest(), 16) % 255 + 1,
         "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
         "secrets": _secrets_for(profile, state),
@@ -230,6 +225,7 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
     if node.is_kubernetes:
         groups.append(plan.cluster.container_runtime)
     ctx["packages"] = distro.package_names(tuple(groups))
+    ctx["facts"] = node_facts(plan, node, tuple(ctx["steps"]), ctx["packages"])
     return ctx
 
 
@@ -306,7 +302,7 @@ def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] 
                     if spec.per_plan:
                         _PER_PLAN[key] = (plan, content)
             elif spec.generator:
-                content = _generate(spec.generator, plan, node, state, profile).decode()
+                content = _generate(spec.generator, plan, node, state, profile, ctx).decode()
             else:
                 content = _state_item(spec.state, profile, state).decode()
             secret = spec.secret or spec.generator.startswith("kubeadm")

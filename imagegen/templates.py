@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from functools import cache
 from typing import Any
 
@@ -12,7 +13,7 @@ from imagegen.resources import data_dir
 
 @cache
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir() / "cloud-init")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -22,6 +23,9 @@ def environment() -> jinja2.Environment:
         comment_start_string="{##",
         comment_end_string="##}",
     )
+    # Shell templates quote every value with `sh` (shlex.quote); `tojson` is JSON, not shell quoting.
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    return env
 
 
 @cache
