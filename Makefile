@@ -4,8 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out
 PLAN   ?= examples/ha.yaml
+# make bundle CRICTL=/path/to/crictl: ship that crictl instead of building cri-tools from ../shared/third-party.
+CRICTL ?=
+# make bundle CRI_DOCKERD=/path/to/cri-dockerd: also carry cri-dockerd and its units (Docker, Kubernetes >= 1.24).
+CRI_DOCKERD ?=
 
-.PHONY: demo test lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-ha clean
+.PHONY: demo test lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-docker cluster-test-ha clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,13 +45,17 @@ image: vm-deps
 	$(PY) -m imagegen image build --spec node
 
 bundle: vm-deps
-	$(PY) vm-tests/bundle/build.py
+	$(PY) vm-tests/bundle/build.py $(if $(CRICTL),--crictl $(CRICTL)) $(if $(CRI_DOCKERD),--cri-dockerd $(CRI_DOCKERD))
 
 vm-smoke: image
 	$(PY) vm-tests/smoke.py
 
+# containerd (Debian's 1.6, crictl from the bundle); cluster-test-docker: the same cluster on Docker (dockershim).
 cluster-test: image bundle
 	$(PY) vm-tests/cluster_test.py
+
+cluster-test-docker: image bundle
+	$(PY) vm-tests/cluster_test.py --docker
 
 cluster-test-ha: image bundle
 	$(PY) vm-tests/cluster_test.py --ha

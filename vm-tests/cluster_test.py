@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """make cluster-test: VMs booted from imagegen's own image, seeds and offline bundle disk form a real kubeadm cluster.
 
-Plan vm-tests/plans/cluster.yaml (--ha: cluster-ha.yaml): two load balancers (nginx stream + keepalived VIP), the
+Plan vm-tests/plans/cluster.yaml (containerd; --docker: cluster-docker.yaml, the same cluster on Docker; --ha:
+cluster-ha.yaml): two load balancers (nginx stream + keepalived VIP), the
 control plane(s), one worker, and a "badjoin" worker booted from a seed rendered against a copy of the state whose
 bootstrap token secret was replaced: its join must be rejected. No network beyond this host: the lab network rejects
 forwarding out of its bridge and the Kubernetes bits come from the bundle disk.
 
 Checks: every Kubernetes node Ready (kubectl on the host through the VIP with the rendered admin.conf), bootstrap
 sentinel on every node, a busybox workload from the bundle on the worker answering through a ClusterIP Service from
-the control plane, kube-proxy in ipvs mode, systemd cgroup driver (kubelet and Docker), v1.20.2 binaries everywhere.
+the control plane, kube-proxy in ipvs mode, systemd cgroup driver (kubelet, and Docker or containerd as `crictl
+info` reports it), v1.20.2 binaries everywhere. With containerd also: `crictl info` shows the plan's pause image as
+the sandbox image, the workload pod's sandbox runs that image, and the registry mirror's hosts.toml is in effect
+(containerd's effective config_path).
 Faults: keepalived and then nginx stopped on the VIP holder (VIP moves, the API keeps answering through it), worker
 reboot (Ready again, bootstrap not run again), the wrong-token join, an etcd snapshot accepted by etcdctl.
 
@@ -44,10 +48,11 @@ from harness.ssh import Ssh, make_key  # noqa: E402
 from harness.xml import HostEntry, NetworkSpec  # noqa: E402
 from smoke import Failed, derive_plan, render  # noqa: E402
 
-from imagegen import pki  # noqa: E402
+from imagegen import kubeadm, pki  # noqa: E402
 from imagegen.errors import UsageError  # noqa: E402
 from imagegen.image.build import build_image, load_spec  # noqa: E402
 from imagegen.image.qemu import probe_accel  # noqa: E402
+from imagegen.plan import load_plan  # noqa: E402
 
 BUNDLE = Path.home() / ".cache" / "imagegen" / "bundle" / "current"
 # Seconds, measured from each domain's start (TCG on 2 shared cores). The reference 1+1 cluster took ~6 min.
@@ -179,13 +184,17 @@ def pull_guest_logs(node: Node, ssh: Ssh, run_dir: Path) -> None:
         "join-attempt.log": "sudo cat /var/log/imagegen/join-attempt.log",
         "kubelet.journal": "sudo journalctl --no-pager -u kubelet",
         "docker-ps.txt": "sudo docker ps -a",
+        "containerd.journal": "sudo journalctl --no-pager -u containerd",
+        "crictl-pods-ps.txt": "sudo crictl pods; sudo crictl ps -a",
     }, timeout=90)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ha", action="store_true", help="three control planes (plans/cluster-ha.yaml)")
-    p.add_argument("--plan", type=Path, help="default: plans/cluster.yaml, or plans/cluster-ha.yaml with --ha")
+    p.add_argument("--docker", action="store_true", help="Docker instead of containerd (plans/cluster-docker.yaml)")
+    p.add_argument("--plan", type=Path, help="default: plans/cluster.yaml (containerd), plans/cluster-docker.yaml "
+                                             "with --docker, plans/cluster-ha.yaml with --ha")
     p.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "imagegen" / "vm-runs")
     p.add_argument("--spec", default="node", help="image spec to boot (built or taken from the cache)")
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="bundle directory (bundle.img, bundle/bin/kubectl)")
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-wait", action="store_true", help="do not wait for other qemu processes to end first")
     p.add_argument("--keep", action="store_true", help="leave the VMs running at the end (debugging)")
     args = p.parse_args(argv)
-    plan_path = args.plan or HERE / "plans" / ("cluster-ha.yaml" if args.ha else "cluster.yaml")
+    plan_path = args.plan or HERE / "plans" / (
+        "cluster-ha.yaml" if args.ha else "cluster-docker.yaml" if args.docker else "cluster.yaml")
     disk = args.bundle / "bundle.img"
     kubectl_bin = args.bundle / "bundle" / "bin" / "kubectl"
     for f, fix in ((disk, "make bundle"), (kubectl_bin, "make bundle"), (plan_path, "give --plan")):
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wall0 = time.monotonic()
     run_id = time.strftime("%m%d%H%M%S") + secrets.token_hex(2)
-    run_dir = args.runs / f"cluster{'-ha' if args.ha else ''}-{run_id}"
+    run_dir = args.runs / f"cluster{'-ha' if args.ha else ''}{'-docker' if args.docker else ''}-{run_id}"
     run_dir.mkdir(parents=True)
     run_dir.chmod(0o700)  # the run's SSH key, seeds and admin.conf
     signal.signal(signal.SIGTERM, _sigterm)
@@ -266,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 run_checks(lab, report, plan_data, out, key, admin, ssh_of, run_dir, t_boot,
                            Kubectl(kubectl_bin, out / "admin.conf", run_dir / "kube-cache"), badjoin,
-                           args.badjoin_with_cluster)
+                           args.badjoin_with_cluster, kubeadm.pause_image(load_plan(derived)))
             finally:
                 report.memory = memory.summary()
         code = report.conclude()
@@ -314,8 +324,9 @@ def badjoin_names(lab: Lab) -> list[str]:
 
 def run_checks(lab: Lab, report: RunReport, plan: dict, out: Path, key: Path, admin: str,
                ssh_of: dict[str, Ssh], run_dir: Path, t_boot: float, kubectl: Kubectl,
-               badjoin: list[str], badjoin_with_cluster: bool) -> None:
+               badjoin: list[str], badjoin_with_cluster: bool, pause_image: str) -> None:
     rec = Recorder(report)
+    runtime = plan["cluster"].get("container_runtime", "containerd")
     nodes = [n for n in lab.nodes.values() if n.name not in badjoin]
     lbs = [n for n in nodes if n.role == "load-balancer"]
     cps = [n for n in nodes if n.role == "control-plane"]
@@ -391,11 +402,23 @@ def run_checks(lab: Lab, report: RunReport, plan: dict, out: Path, key: Path, ad
             return o.count(KUBE_VERSION) == 3, " / ".join(ln.strip() for ln in o.splitlines()) or str(got)
         c.check(f"kubeadm, kubelet, kubectl at {KUBE_VERSION}", versions)
 
-        def cgroup(c: guest.Checker = c) -> tuple[bool, str]:
-            _, o = c.sudo("grep -E '^cgroupDriver:' /var/lib/kubelet/config.yaml; "
-                          "docker info --format 'docker={{.CgroupDriver}}'")
-            return "cgroupDriver: systemd" in o and "docker=systemd" in o, " ".join(o.split())
-        c.check("systemd cgroup driver (kubelet config and docker info)", cgroup)
+        if runtime == "docker":
+            def cgroup(c: guest.Checker = c) -> tuple[bool, str]:
+                _, o = c.sudo("grep -E '^cgroupDriver:' /var/lib/kubelet/config.yaml; "
+                              "docker info --format 'docker={{.CgroupDriver}}'")
+                return "cgroupDriver: systemd" in o and "docker=systemd" in o, " ".join(o.split())
+            c.check("systemd cgroup driver (kubelet config and docker info)", cgroup)
+        else:
+            def cgroup(c: guest.Checker = c) -> tuple[bool, str]:
+                _, o = c.sudo("grep -E '^cgroupDriver:' /var/lib/kubelet/config.yaml")
+                info, raw = guest.crictl_info(c)
+                systemd = guest.dig(info, "config", "containerd", "runtimes", "runc", "options", "SystemdCgroup")
+                return "cgroupDriver: systemd" in o and systemd is True, (
+                    f"{' '.join(o.split())}; crictl info runc SystemdCgroup={systemd}"
+                    + ("" if info else f" (crictl info failed: {raw[-200:]})"))
+            c.check("systemd cgroup driver (kubelet config and containerd via crictl info)", cgroup)
+            guest.check_cri_config(c, pause_image)
+            guest.check_containerd_mirror(c, list(plan["cluster"].get("registry_mirrors") or []))
     report.phases["node-checks"] = round(time.monotonic() - t, 1)
 
     # --- workload on the worker, ClusterIP from the control plane, ipvs -----------------------------------------
@@ -450,6 +473,9 @@ def run_checks(lab: Lab, report: RunReport, plan: dict, out: Path, key: Path, ad
                     return ok, " | ".join(lines[at[0]:at[0] + 2]) if at else o[-300:]
                 time.sleep(5)
         c.check("kube-proxy in ipvs mode (ipvsadm -Ln shows the ClusterIP and the pod behind it)", ipvs)
+    if runtime == "containerd":
+        guest.check_pod_sandbox_image(guest.Checker(worker.name, ssh_of[worker.name], report.checks),
+                                      "app=ct-web", pause_image)
     report.phases["workload"] = round(time.monotonic() - t, 1)
 
     # --- faults ---------------------------------------------------------------------------------------------

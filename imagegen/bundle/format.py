@@ -4,10 +4,10 @@ Pure: no file system access. `pack.py` does the I/O. A bundle directory holds
 
     manifest.json   what is inside (this module's `Manifest`), with a sha256 per file
     SHA256SUMS      the same checksums plus manifest.json's, in `sha256sum -c` format
-    bin/            kubeadm kubelet kubectl [etcdctl crictl]
+    bin/            kubeadm kubelet kubectl [etcdctl crictl cri-dockerd]
     images/         docker-archive tarballs
     cni/            CNI plugin binaries
-    systemd/        kubelet.service, 10-kubeadm.conf
+    systemd/        kubelet.service, 10-kubeadm.conf [cri-docker.service cri-docker.socket with cri-dockerd]
     extras/         optional operator files
 """
 
@@ -22,8 +22,10 @@ FORMAT_VERSION = 1
 DISK_LABEL = "imagegen-bundle"
 RUNTIMES = ("docker", "containerd")
 REQUIRED_BINARIES = ("kubeadm", "kubelet", "kubectl")
-OPTIONAL_BINARIES = ("etcdctl", "crictl")
+OPTIONAL_BINARIES = ("etcdctl", "crictl", "cri-dockerd")
 SYSTEMD_FILES = ("systemd/kubelet.service", "systemd/10-kubeadm.conf")
+# cri-dockerd (Docker with Kubernetes >= 1.24) comes with its own units; both or neither, and only with the binary.
+CRI_DOCKERD_UNITS = ("systemd/cri-docker.service", "systemd/cri-docker.socket")
 REQUIRED_CNI_PLUGINS = ("loopback",)  # kubelet's pod sandbox always needs the loopback plugin
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -186,6 +188,14 @@ def layout_problems(manifest: Manifest) -> list[str]:
     for path in SYSTEMD_FILES:
         if path not in manifest.files:
             problems.append(f"required file {path} is missing")
+    if "bin/cri-dockerd" in manifest.files:
+        problems += [f"bin/cri-dockerd needs its unit {path}" for path in CRI_DOCKERD_UNITS
+                     if path not in manifest.files]
+    else:
+        problems += [f"{path} without bin/cri-dockerd" for path in CRI_DOCKERD_UNITS if path in manifest.files]
+    for path in manifest.files:
+        if path.startswith("systemd/") and path not in SYSTEMD_FILES + CRI_DOCKERD_UNITS:
+            problems.append(f"unexpected systemd file {path}; allowed: {', '.join(SYSTEMD_FILES + CRI_DOCKERD_UNITS)}")
     if not manifest.images:
         problems.append("no images: a bundle needs at least the control-plane images")
     for image in manifest.images:

@@ -34,7 +34,7 @@ from imagegen.bundle.format import (
     sums_for,
     validate_relpath,
 )
-from imagegen.bundle.units import SYSTEMD_UNITS
+from imagegen.bundle.units import CRI_DOCKERD_UNITS, SYSTEMD_UNITS
 
 # Every file and directory of a packed bundle gets this mtime, so `mke2fs -d` sees identical
 # trees for identical inputs. SOURCE_DATE_EPOCH overrides it (reproducible-builds convention).
@@ -206,7 +206,10 @@ def pack_bundle(spec: PackSpec) -> Manifest:
         files: dict[str, str] = {}
         for rel, (src, mode) in sorted(plan.items()):
             files[rel] = _copy_hashing(src, tmp / rel, mode)
-        for rel, text in SYSTEMD_UNITS.items():
+        units = dict(SYSTEMD_UNITS)
+        if "bin/cri-dockerd" in plan:
+            units.update(CRI_DOCKERD_UNITS)
+        for rel, text in units.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)

@@ -51,3 +51,56 @@ SYSTEMD_UNITS: dict[str, str] = {
     "systemd/kubelet.service": KUBELET_SERVICE,
     "systemd/10-kubeadm.conf": KUBEADM_DROPIN,
 }
+
+CRI_DOCKERD_PATH = "/usr/local/bin/cri-dockerd"
+
+# Upstream's packaging/systemd units (Mirantis/cri-dockerd), with the binary where the bundle installs it. The
+# pause image is not set here: that is the plan's, in a cri-docker.service drop-in rendered per node.
+CRI_DOCKER_SERVICE = f"""\
+[Unit]
+Description=CRI Interface for Docker Application Container Engine (imagegen offline bundle)
+Documentation=https://mirantis.github.io/cri-dockerd/
+After=network-online.target firewalld.service docker.service
+Wants=network-online.target
+Requires=cri-docker.socket
+StartLimitBurst=3
+StartLimitIntervalSec=60s
+
+[Service]
+Type=notify
+ExecStart={CRI_DOCKERD_PATH} --container-runtime-endpoint fd://
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutSec=0
+RestartSec=2
+Restart=always
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+CRI_DOCKER_SOCKET = """\
+[Unit]
+Description=CRI Docker Socket for the API (imagegen offline bundle)
+PartOf=cri-docker.service
+
+[Socket]
+ListenStream=%t/cri-dockerd.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=docker
+
+[Install]
+WantedBy=sockets.target
+"""
+
+# Added to the bundle only when it carries bin/cri-dockerd.
+CRI_DOCKERD_UNITS: dict[str, str] = {
+    "systemd/cri-docker.service": CRI_DOCKER_SERVICE,
+    "systemd/cri-docker.socket": CRI_DOCKER_SOCKET,
+}

@@ -1,12 +1,14 @@
 """Build the offline Kubernetes v1.20.2 test bundle on this machine, from Debian packages only.
 
-    .venv/bin/python vm-tests/bundle/build.py [--force] [--force-compile]
+    .venv/bin/python vm-tests/bundle/build.py [--force] [--force-compile] [--crictl PATH] [--cri-dockerd PATH]
 
 Kubernetes is compiled from Debian bookworm's `kubernetes` source package (k8s_compile.py,
 cached separately). Images are written as docker-archive tarballs by imagegen's own writer, no
 container engine: control-plane binaries on a tiny base, kube-proxy on a Debian minbase rootfs
 (iptables, ipset, conntrack, ipvsadm), pause from its C source, etcd from Debian's etcd-server.
 CoreDNS is not in Debian and is deliberately absent (no placeholder pretends to be it).
+crictl (kubeadm's containerd preflight needs it) is built from upstream cri-tools source (crictl_build.py,
+cached separately) unless --crictl names one; with it the one bundle serves containerd and Docker nodes.
 
 Result: ~/.cache/imagegen/bundle/<key>/{bundle/,bundle.img,build.log,build-info.json} and the
 symlink ~/.cache/imagegen/bundle/current -> <key>. The key hashes every input, so a second run
@@ -36,6 +38,7 @@ from buildlib import (
     extract_debs,
     file_sha256,
 )
+from crictl_build import Crictl, build_crictl, given_crictl, is_static
 from k8s_compile import KUBE_VERSION, CompiledKubernetes, compile_kubernetes
 
 from imagegen.bundle.dockerarchive import (
@@ -72,6 +75,7 @@ SOURCE_FILES = (
     HERE / "build.py",
     HERE / "buildlib.py",
     HERE / "k8s_compile.py",
+    HERE / "crictl_build.py",
     REPO / "imagegen" / "bundle" / "dockerarchive.py",
     REPO / "imagegen" / "bundle" / "format.py",
     REPO / "imagegen" / "bundle" / "pack.py",
@@ -335,6 +339,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Build the offline Kubernetes v1.20.2 test bundle.")
     parser.add_argument("--force", action="store_true", help="rebuild the bundle even if cached")
     parser.add_argument("--force-compile", action="store_true", help="also recompile Kubernetes")
+    parser.add_argument("--crictl", type=Path, default=None, metavar="PATH",
+                        help="use this crictl binary instead of building cri-tools from source (make CRICTL=...)")
+    parser.add_argument("--cri-dockerd", type=Path, default=None, metavar="PATH",
+                        help="also carry this cri-dockerd binary, with its systemd units (Docker, Kubernetes >= 1.24)")
     args = parser.parse_args()
     start = time.monotonic()
     BUNDLE_ROOT.mkdir(parents=True, exist_ok=True)
@@ -344,8 +352,14 @@ def main() -> int:
         compile_start = time.monotonic()
         compiled = compile_kubernetes(force=args.force_compile)
         compile_wall = time.monotonic() - compile_start
+        crictl = given_crictl(args.crictl) if args.crictl else build_crictl()
+        cri_dockerd = args.cri_dockerd.resolve() if args.cri_dockerd else None
+        if cri_dockerd is not None and not (cri_dockerd.is_file() and os.access(cri_dockerd, os.X_OK)):
+            raise BuildError(f"--cri-dockerd {cri_dockerd}: not an executable file")
         inputs = {
             "compile": compiled.key,
+            "crictl": file_sha256(crictl.path),
+            "cri_dockerd": file_sha256(cri_dockerd) if cri_dockerd else None,
             "debs": apt_versions(PAYLOAD_DEBS),
             "kube_proxy": apt_versions(KUBE_PROXY_PACKAGES),
             "sources": {p.name: file_sha256(p) for p in SOURCE_FILES},
@@ -364,7 +378,7 @@ def main() -> int:
         log = BuildLog(work / "build.log")
         log.note(f"building bundle {key} (Kubernetes {KUBE_VERSION}, compile {compiled.key})")
         try:
-            build(work, log, compiled, inputs)
+            build(work, log, compiled, crictl, cri_dockerd, inputs)
             info = json.loads((work / "build-info.json").read_text())
             info["seconds"]["compile"] = compiled.seconds
             info["seconds"]["compile_cached"] = compiled.cached
@@ -390,7 +404,8 @@ def main() -> int:
         return 1
 
 
-def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, inputs: dict[str, object]) -> None:
+def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, crictl: Crictl, cri_dockerd: Path | None,
+          inputs: dict[str, object]) -> None:
     timings: dict[str, float] = {}
     staging = work / "inputs"
     with log.step("extract Debian payload packages (" + ", ".join(PAYLOAD_DEBS) + ")"):
@@ -410,12 +425,18 @@ def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, inputs: dict[
     for name in ("kubeadm", "kubelet", "kubectl"):
         shutil.copy2(compiled.bin_dir / name, bindir / name)
     shutil.copy2(root / "usr/bin/etcdctl", bindir / "etcdctl")
+    shutil.copy2(crictl.path, bindir / "crictl")
+    log.note(f"crictl: {crictl.version}, {crictl.origin}")
+    if cri_dockerd is not None:
+        shutil.copy2(cri_dockerd, bindir / "cri-dockerd")
+        log.note(f"cri-dockerd: {cri_dockerd}")
     cni = root / "usr/lib/cni"
 
     provided: set[str] = set()
     for archive in sorted(builder.images.glob("*.tar")):
         provided.update(t for image in read_docker_archive(archive) for t in image.tags)
     checks = sanity_checks(compiled, provided, log)
+    checks["crictl"] = {"version": crictl.version, "origin": crictl.origin, "static": is_static(bindir / "crictl")}
     with log.step("image smoke checks (skopeo inspect, chroot into unpacked layers)"):
         checks["image_smoke"] = smoke_test_images(builder.images, work / "smoke", log)
         shutil.rmtree(work / "smoke")
@@ -424,7 +445,9 @@ def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, inputs: dict[
     with log.step("pack bundle and verify"):
         spec = PackSpec(
             kubernetes_version=KUBE_VERSION,
-            runtime="docker",
+            # containerd: the bundle carries crictl, so it serves containerd nodes; its docker-archive images and
+            # binaries serve Docker nodes just the same.
+            runtime="containerd",
             bin_dir=bindir,
             images_dir=builder.images,
             cni_dir=cni,
@@ -446,6 +469,8 @@ def build(work: Path, log: BuildLog, compiled: CompiledKubernetes, inputs: dict[
         "deb_versions": versions,
         "kubernetes_source": compiled.source_version,
         "go": compiled.go_version,
+        "crictl": {"version": crictl.version, "origin": crictl.origin, "seconds": crictl.seconds,
+                   "cached": crictl.cached},
         "images": {i.file: list(i.tags) for i in manifest.images},
         "absent_images": [a.tag for a in ABSENT],
         "checks": checks,

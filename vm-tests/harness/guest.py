@@ -190,6 +190,74 @@ def check_containerd(c: Checker) -> None:
     c.check("containerd merged config has SystemdCgroup", fn)
 
 
+def crictl_info(c: Checker) -> tuple[dict[str, object], str]:
+    """`crictl info` as JSON (containerd's CRI status and its effective CRI config), or {} and the error."""
+    code, out = c.sudo("crictl info")
+    try:
+        return (json.loads(out) if code == 0 else {}), out
+    except ValueError:
+        return {}, out
+
+
+def dig(doc: object, *keys: str) -> object:
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def check_cri_config(c: Checker, pause_image: str) -> None:
+    """What kubelet's runtime really uses, asked through the CRI (crictl reads /etc/crictl.yaml)."""
+    def fn() -> tuple[bool, str]:
+        info, raw = crictl_info(c)
+        systemd = dig(info, "config", "containerd", "runtimes", "runc", "options", "SystemdCgroup")
+        sandbox = dig(info, "config", "sandboxImage")
+        config_path = dig(info, "config", "registry", "configPath")
+        ok = systemd is True and sandbox == pause_image
+        detail = (f"crictl info: runc SystemdCgroup={systemd}, sandboxImage={sandbox} (want {pause_image}), "
+                  f"registry configPath={config_path}")
+        return ok, detail if info else f"crictl info failed: {raw[-300:]}"
+    c.check(f"crictl info: SystemdCgroup true, sandbox image {pause_image}", fn)
+
+
+def check_containerd_mirror(c: Checker, mirrors: list[str]) -> None:
+    """The registry mirror is in effect: containerd's effective config points at certs.d, and the docker.io
+    hosts.toml there names every mirror of the plan."""
+    def fn() -> tuple[bool, str]:
+        _, dump = c.sudo("containerd config dump")
+        paths = [ln.strip() for ln in dump.splitlines() if ln.strip().startswith("config_path")]
+        _, hosts = c.sudo("cat /etc/containerd/certs.d/docker.io/hosts.toml")
+        missing = [m for m in mirrors if f'[host."{m}"]' not in hosts]
+        ok = 'config_path = "/etc/containerd/certs.d"' in paths and not missing
+        return ok, (f"containerd config dump: {paths or 'no config_path'}; docker.io hosts.toml "
+                    f"{'names ' + ', '.join(mirrors) if not missing else 'lacks ' + ', '.join(missing)}: "
+                    f"{' '.join(hosts.split())[:200]}")
+    c.check("registry mirror: containerd config_path /etc/containerd/certs.d and the mirror's hosts.toml", fn)
+
+
+def check_pod_sandbox_image(c: Checker, label: str, pause_image: str) -> None:
+    """A running pod's sandbox (its pause container) was created from the plan's pause image."""
+    def fn() -> tuple[bool, str]:
+        _, ids = c.sudo(f"crictl pods --label {shell_quote(label)} --state ready -q")
+        pod = ids.split()[0] if ids.split() else ""
+        if not pod:
+            return False, f"no ready pod with label {label}: {ids[:200]}"
+        _, raw = c.sudo(f"crictl inspectp {pod}")
+        try:
+            image = dig(json.loads(raw), "info", "image")
+        except ValueError:
+            image = None
+        source = "crictl inspectp .info.image"
+        if not image:  # older CRI plugins do not report it: the sandbox container's own record does
+            _, raw = c.sudo(f"ctr -n k8s.io containers info {pod}")
+            try:
+                image = json.loads(raw).get("Image")
+            except ValueError:
+                image = None
+            source = "ctr containers info .Image"
+        return image == pause_image, f"pod sandbox {pod[:13]}: {source} = {image} (want {pause_image})"
+    c.check(f"pod sandbox ({label}) runs the plan's pause image {pause_image}", fn)
+
+
 def check_kube_packages_held(c: Checker) -> None:
     def fn() -> tuple[bool, str]:
         code, out = c.sudo("dpkg-query -W -f '${Package}\\n' kubeadm kubelet kubectl 2>/dev/null; echo ---; "

@@ -1,0 +1,142 @@
+"""The node's own bundle functions (rendered bootstrap.sh), run in bash against a real packed bundle.
+
+System-changing commands (install, systemctl, ctr, docker) are replaced by shell functions that record their
+arguments, so the test sees exactly what a node would install and load. Issue 11: `sha256sum -c` ran without
+--strict, the install globs took files SHA256SUMS does not list, and cri-dockerd was always downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imagegen.bundle.pack import pack_bundle
+from tests.conftest import Rendered
+from tests.test_bundle_pack import make_inputs, spec_for
+
+SCRIPT = "/usr/local/lib/imagegen/bootstrap.sh"
+FUNCTIONS = ("bundle_version", "bundle_files", "bundle_images", "verify_bundle", "control_plane_only_images",
+             "install_from_bundle", "step_install_runtime", "install_cri_dockerd_from_bundle")
+STUBS = r"""
+set -uo pipefail
+log() { echo "log: $*" >&2; }
+fail() { echo "FAILED $1"; exit 1; }
+install() { echo "install $*" >>"$CALLS"; }
+systemctl() { echo "systemctl $*" >>"$CALLS"; }
+ctr() { echo "ctr $*" >>"$CALLS"; }
+docker() { echo "docker $*" >>"$CALLS"; }
+mkdir() { :; }
+wait_socket() { echo "wait_socket $1" >>"$CALLS"; }
+install_cri_dockerd() { echo "download cri-dockerd" >>"$CALLS"; }
+find_bundle() { echo "$BUNDLE"; }
+"""
+
+
+def functions(rendered: Rendered, node: str) -> str:
+    script = rendered.file(node, SCRIPT)
+    out = []
+    for name in FUNCTIONS:
+        match = re.search(rf"^{name}\(\) \{{\n.*?^\}}\n", script, re.M | re.S)
+        assert match, f"{name} not in the rendered bootstrap script"
+        out.append(match.group(0))
+    return "\n".join(out)
+
+
+def run(rendered: Rendered, node: str, bundle: Path, tmp_path: Path, call: str, **env: str) -> tuple[str, list[str]]:
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    script = tmp_path / "t.sh"
+    script.write_text(STUBS + functions(rendered, node) + "\n" + call + "\necho DONE\n")
+    variables = {"CALLS": str(calls), "BUNDLE": str(bundle), "NODE_ROLE": "worker", "KUBERNETES_VERSION": "1.20.2",
+                 "CONTAINER_RUNTIME": "containerd", "CRI_DOCKERD": "0", "PATH": "/usr/bin:/bin", **env}
+    done = subprocess.run(["bash", str(script)], env=variables, capture_output=True, text=True, check=False)
+    return done.stdout.strip(), [ln.replace(str(bundle), "B") for ln in calls.read_text().splitlines()]
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    dirs = make_inputs(tmp_path / "in", binaries=("kubeadm", "kubelet", "kubectl", "crictl"))
+    pack_bundle(spec_for(dirs, tmp_path / "bundle", runtime="containerd"))
+    return tmp_path / "bundle"
+
+
+def test_installs_exactly_the_manifest(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    # Files on the disk that manifest.json does not list: a glob would install them, sha256sum -c never sees them.
+    for rel in ("bin/evil", "cni/evil", "images/evil.tar"):
+        (bundle / rel).write_bytes(b"#!/bin/sh\n")
+        (bundle / rel).chmod(0o755)
+    out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"')
+    assert out == "DONE", out
+    assert not [c for c in calls if "evil" in c], calls
+    installs = sorted(c for c in calls if c.startswith("install "))
+    assert installs == sorted([
+        "install -m 0755 B/bin/crictl /usr/local/bin/", "install -m 0755 B/bin/kubeadm /usr/local/bin/",
+        "install -m 0755 B/bin/kubectl /usr/local/bin/", "install -m 0755 B/bin/kubelet /usr/local/bin/",
+        "install -m 0755 B/cni/bridge /opt/cni/bin/", "install -m 0755 B/cni/host-local /opt/cni/bin/",
+        "install -m 0755 B/cni/loopback /opt/cni/bin/",
+        "install -m 0644 B/systemd/10-kubeadm.conf /etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+        "install -m 0644 B/systemd/kubelet.service /etc/systemd/system/"])
+    assert "ctr -n k8s.io images import B/images/pause.tar" in calls
+
+
+def test_docker_loads_the_manifest_images(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    out, calls = run(rendered["single"], "lab-worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"',
+                     CONTAINER_RUNTIME="docker")
+    assert out == "DONE", out
+    assert "docker load -i B/images/pause.tar" in calls
+
+
+def test_malformed_sums_line_fails_strict(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    # Without --strict, sha256sum warns about the line and still exits 0.
+    with (bundle / "SHA256SUMS").open("a") as fh:
+        fh.write("this is not a checksum line\n")
+    out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"')
+    assert out == "FAILED bundle-checksum-mismatch"
+    assert not calls
+
+
+def test_listed_file_missing_from_sums_fails(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    sums = bundle / "SHA256SUMS"
+    sums.write_text("".join(ln for ln in sums.read_text().splitlines(True) if not ln.endswith("  cni/bridge\n")))
+    out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"')
+    assert out == "FAILED bundle-manifest-not-covered-by-sha256sums"
+    assert not calls
+
+
+def test_corrupted_file_fails_before_installing(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    with (bundle / "bin/kubelet").open("ab") as fh:
+        fh.write(b"\0")
+    out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"')
+    assert out.splitlines() == ["bin/kubelet: FAILED", "FAILED bundle-checksum-mismatch"] and not calls
+
+
+def test_containerd_needs_crictl(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    dirs = make_inputs(tmp_path / "in")
+    pack_bundle(spec_for(dirs, tmp_path / "bundle", runtime="docker"))
+    out, _ = run(rendered["ha"], "worker-1", tmp_path / "bundle", tmp_path, 'install_from_bundle "$BUNDLE"')
+    assert out == "FAILED bundle-without-crictl"
+
+
+def test_cri_dockerd_from_the_bundle(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    dirs = make_inputs(tmp_path / "in", binaries=("kubeadm", "kubelet", "kubectl", "cri-dockerd"))
+    pack_bundle(spec_for(dirs, tmp_path / "bundle", kubernetes_version="1.28.15"))
+    out, calls = run(rendered["k8s-1.28-docker"], "wk-a", tmp_path / "bundle", tmp_path, "step_install_runtime",
+                     CONTAINER_RUNTIME="docker", CRI_DOCKERD="1", KUBERNETES_VERSION="1.28.15")
+    assert out == "DONE", out
+    assert "download cri-dockerd" not in calls
+    assert "install -m 0755 B/bin/cri-dockerd /usr/local/bin/cri-dockerd" in calls
+    assert ("install -m 0644 B/systemd/cri-docker.service B/systemd/cri-docker.socket /etc/systemd/system/"
+            in calls)
+    assert calls.index("systemctl enable --now cri-docker.socket cri-docker.service") < calls.index(
+        "wait_socket /var/run/cri-dockerd.sock")
+
+
+def test_cri_dockerd_downloaded_without_a_bundle_copy(rendered: dict[str, Rendered], bundle: Path,
+                                                      tmp_path: Path) -> None:
+    out, calls = run(rendered["k8s-1.28-docker"], "wk-a", bundle, tmp_path, "step_install_runtime",
+                     CONTAINER_RUNTIME="docker", CRI_DOCKERD="1")
+    assert out == "DONE", out
+    assert "download cri-dockerd" in calls
