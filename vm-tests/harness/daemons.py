@@ -10,6 +10,8 @@ from pathlib import Path
 
 import libvirt
 
+from harness.kvmdev import align_kvm_device
+
 URI = "qemu:///system"
 SOCKET = Path("/run/libvirt/libvirt-sock")
 
@@ -35,6 +37,7 @@ def _running(name: str) -> bool:
 def connect(log: list[str]) -> libvirt.virConnect:
     """Open qemu:///system, starting virtlogd/libvirtd first if nothing answers. Started daemons keep running
     (other runs and people share them); `log` records what was done."""
+    align_kvm_device(log)
     conn = _try_open()
     if conn is not None:
         return conn
