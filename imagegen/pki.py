@@ -15,6 +15,7 @@ import string
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -142,3 +143,85 @@ def new_password(length: int = 24) -> str:
         value = "".join(secrets.choice(alphabet) for _ in range(length))
         if any(c.isupper() for c in value) and any(c.islower() for c in value) and any(c.isdigit() for c in value):
             return value
+
+
+# Verification of a state read back from disk: a tampered or corrupt file must never reach a node.
+
+class PairError(ValueError):
+    """A certificate/key pair failed verification; `part` is "cert" or "key", the file to blame."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        self.part = part
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """An unencrypted RSA private key in PEM, or ValueError saying why not."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError as exc:
+        raise ValueError("is encrypted; imagegen needs an unencrypted key") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ValueError("is not a PEM private key (corrupt or truncated)") from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"is a {type(key).__name__.lstrip('_')}, not an RSA private key")
+    return key
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def verify_pair(pair: KeyPair, *, ca: bool, issuer: KeyPair | None = None, now: dt.datetime | None = None) -> None:
+    """Check a pair as imagegen made it: both parse, the key belongs to the certificate, a CA is a self-signed
+    CA, a leaf is no CA and is signed by `issuer`, and the certificate is valid now. Raise PairError."""
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert_pem)
+    except ValueError as exc:
+        raise PairError("cert", "is not a PEM certificate (corrupt or truncated)") from exc
+    try:
+        key = load_private_key(pair.key_pem)
+    except ValueError as exc:
+        raise PairError("key", str(exc)) from exc
+    try:
+        cert_public = _public_der(cert.public_key())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PairError("cert", "holds a public key imagegen cannot read") from exc
+    if _public_der(key.public_key()) != cert_public:
+        raise PairError("key", "does not belong to the certificate beside it")
+    if ca != _is_ca(cert):
+        raise PairError("cert", "is not a CA certificate" if ca else "is a CA certificate, expected a leaf")
+    signer = cert if ca else (issuer.cert if issuer is not None else None)
+    if signer is not None:
+        try:
+            cert.verify_directly_issued_by(signer)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise PairError("cert", "is not self-signed" if ca else "is not signed by its CA") from exc
+    if now > cert.not_valid_after_utc:
+        raise PairError("cert", f"expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    if now < cert.not_valid_before_utc - dt.timedelta(days=1):
+        raise PairError("cert", f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d} (check the clock)")
+
+
+def verify_service_account_keys(key_pem: bytes, pub_pem: bytes) -> None:
+    """sa.key must parse and sa.pub must be its public half. Raise PairError ("key" or "pub")."""
+    try:
+        key = load_private_key(key_pem)
+    except ValueError as exc:
+        raise PairError("key", str(exc)) from exc
+    try:
+        pub = serialization.load_pem_public_key(pub_pem)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PairError("pub", "is not a PEM public key (corrupt or truncated)") from exc
+    if _public_der(pub) != _public_der(key.public_key()):
+        raise PairError("pub", "is not the public half of sa.key")

@@ -1,55 +1,325 @@
-"""Putting rendered artefacts on disk: all or nothing.
+"""Putting rendered artefacts on disk: all or nothing, and never over what imagegen did not write.
 
-Files are written into a temporary directory beside the output, then swapped in with renames, so a failure
-never leaves a half-written output directory behind.
+Files are written into a temporary directory (0700) beside the output, then swapped in with renames, so a
+failure never leaves a half-written output directory behind. An existing output is replaced only when every
+file in it is one imagegen wrote: it carries the marker file `.imagegen-output` (or, for outputs made before the
+marker existed, an imagegen manifest.json) and holds nothing its manifest does not list.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import signal
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from imagegen.errors import UsageError
+from imagegen.filelock import locked
 from imagegen.render import Artifact
 
-MARKER = "manifest.json"
+OUTPUT_MARKER = ".imagegen-output"
+MARKER_CONTENT = b'{"generator": "imagegen", "content": "render output, replaced as a whole by imagegen render"}\n'
+MANIFEST = "manifest.json"
+DIR_MODE = 0o750  # every output directory, whatever the umask: no one else may add or replace a node's files
+_LEGACY_TOP = {"admin.conf", MANIFEST, "nodes", "seeds"}
+_MAX_MANIFEST = 64 << 20
+
+
+def _tmp_prefix(out: Path) -> str:
+    return f".{out.name}.imagegen-tmp-{os.getpid()}-"
+
+
+def _old_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.imagegen-old-{os.getpid()}")
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.imagegen-lock")
+
+
+def _list(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _io_error(out: Path, exc: OSError, doing: str) -> Exception:
+    """Permission problems are the operator's to fix (exit 2); anything else (a full disk) is a failure."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if isinstance(exc, PermissionError) or exc.errno in (30,):  # EACCES/EPERM, EROFS
+        return UsageError(f"--out {out}: cannot {doing}: {exc.strerror}{where}; make the directory writable "
+                          "or choose another --out")
+    return OSError(exc.errno, f"--out {out}: cannot {doing}: {exc.strerror}{where}")
+
+
+def _written_by_imagegen(out: Path) -> set[str]:
+    """The paths (files and directories, relative) a previous render wrote into `out`, from its manifest."""
+    marker = out / OUTPUT_MARKER
+    marked = marker.is_file() and not marker.is_symlink() and marker.read_bytes() == MARKER_CONTENT
+    manifest_path = out / MANIFEST
+    try:
+        if manifest_path.is_symlink() or manifest_path.stat().st_size > _MAX_MANIFEST:
+            raise ValueError("not a plain manifest")
+        manifest = json.loads(manifest_path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        manifest = None
+    is_manifest = (isinstance(manifest, dict) and manifest.get("generator") == "imagegen"
+                   and isinstance(manifest.get("nodes"), list))
+    if not is_manifest:
+        if marked:
+            raise UsageError(f"--out {out}: an imagegen output whose {MANIFEST} is missing or unreadable, so "
+                             "imagegen cannot tell which files it wrote; remove the directory yourself or choose "
+                             "another --out")
+        raise UsageError(f"--out {out}: exists and is not an imagegen output (no {OUTPUT_MARKER} or imagegen "
+                         f"{MANIFEST}); choose a new or empty directory")
+    assert isinstance(manifest, dict)
+    files = {MANIFEST, OUTPUT_MARKER}
+    listed = [manifest.get("files")] + [n.get("files") for n in manifest["nodes"] if isinstance(n, dict)]
+    for group in listed:
+        if isinstance(group, dict):
+            files.update(p for p in group if isinstance(p, str))
+    written = set(files)
+    for p in files:
+        written.update(str(parent) for parent in Path(p).parents if str(parent) != ".")
+    return written
+
+
+def _foreign_entries(out: Path, written: set[str]) -> list[str]:
+    """Everything under `out` that imagegen did not write (links always count: imagegen writes none)."""
+    foreign: list[str] = []
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(out, onerror=fail):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            rel = (here / name).relative_to(out).as_posix()
+            if rel not in written or (here / name).is_symlink():
+                foreign.append(rel + "/")
+                dirnames.remove(name)
+        for name in sorted(filenames):
+            rel = (here / name).relative_to(out).as_posix()
+            if rel not in written or not stat.S_ISREG(os.lstat(here / name).st_mode):
+                foreign.append(rel)
+    return foreign
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse to replace a directory imagegen did not make (it would be deleted)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-        raise UsageError(f"--out {out}: exists and is not an imagegen output (no {MARKER}); "
-                         "choose a new or empty directory")
+    """Refuse an --out that imagegen may not replace; writes nothing.
+
+    Allowed: a new path (whose parent can be created and written), an empty directory, or an imagegen output
+    holding only files imagegen wrote. Refused: a symbolic link (it would be replaced by a directory; pass the
+    real path), a file, any other directory."""
+    out = Path(out)
+    try:
+        if out.is_symlink():
+            raise UsageError(f"--out {out}: is a symbolic link (to {os.readlink(out)}); imagegen replaces --out as "
+                             "a whole and would replace the link, so pass the directory itself")
+        if not out.exists():
+            _check_creatable(out)
+            return
+        if not out.is_dir():
+            raise UsageError(f"--out {out}: is a file, not a directory; choose a new or empty directory")
+        if out.resolve() == out.resolve().parent:
+            raise UsageError(f"--out {out}: is the root directory; choose a new or empty directory")
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: its parent {out.parent} is not writable by you, so the output cannot "
+                             "be replaced; fix the permissions or choose another --out")
+        if not any(out.iterdir()):
+            return
+        written = _written_by_imagegen(out)
+        foreign = _foreign_entries(out, written)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot be read ({exc.strerror}: {exc.filename}); fix its permissions or "
+                         "choose another --out") from exc
+    if foreign:
+        many = len(foreign) > 1
+        raise UsageError(f"--out {out}: holds {len(foreign)} file{'s' if many else ''} imagegen did not write "
+                         f"({_list(foreign)}), which replacing it would delete; move {'them' if many else 'it'} "
+                         "elsewhere or choose another --out")
+
+
+def _check_creatable(out: Path) -> None:
+    for parent in Path(os.path.abspath(out)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is a file, not a directory; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"--out {out}: cannot be created, {parent} is not writable by you; choose another "
+                                 "--out or fix the permissions")
+            return
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_separate(out: Path, *, state_dir: Path, plan_file: Path) -> None:
+    """Refuse when replacing --out would delete the state or the plan, or --out would land in the state.
+
+    Compared as resolved paths (links followed); --out as the path that would be replaced."""
+    out_r = Path(os.path.realpath(Path(out).parent)) / Path(out).name if Path(out).name else Path(
+        os.path.realpath(out))
+    state_r = Path(os.path.realpath(state_dir))
+    plan_r = Path(os.path.realpath(plan_file))
+    if out_r == state_r:
+        raise UsageError(f"--out {out} and --state {state_dir} are the same directory; the output is replaced as a "
+                         "whole and would delete the cluster's CA keys: give them separate directories")
+    if _inside(state_r, out_r):
+        raise UsageError(f"--state {state_dir}: lies inside --out {out}, which render replaces as a whole (the "
+                         "cluster's CA keys would be deleted); keep the state directory outside the output")
+    if _inside(out_r, state_r):
+        raise UsageError(f"--out {out}: lies inside --state {state_dir}; keep the output outside the state "
+                         "directory")
+    if _inside(plan_r, out_r):
+        raise UsageError(f"plan {plan_file}: lies inside --out {out}, which render replaces as a whole; keep the "
+                         "plan outside the output directory")
+
+
+def _make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        os.chmod(p, mode)
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.imagegen-(?:tmp|old)-(?P<pid>\d+)(?:-.*)?\Z")
+_LEGACY_OLD = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)\Z")
+_LEGACY_TMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\Z")  # tempfile.mkdtemp's names, before imagegen-tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Delete what interrupted renders of this --out left beside it; call only while holding the output lock
+    (no other render of it is running then). Older imagegen's leftovers go when their PID is dead and their
+    content is an output's."""
+    removed: list[Path] = []
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        ours = _LEFTOVER.fullmatch(name)
+        legacy = _LEGACY_OLD.fullmatch(name) or _LEGACY_TMP.fullmatch(name)
+        match = ours or legacy
+        if match is None or match["name"] != out.name:
+            continue
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if not ours:
+            pid = match.groupdict().get("pid")
+            if pid is not None and _pid_alive(int(pid)):
+                continue
+            try:
+                if not {p.name for p in entry.iterdir()} <= _LEGACY_TOP:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not os.path.lexists(entry):
+            removed.append(entry)
+    return removed
+
+
+@contextmanager
+def locked_output(out: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[list[Path]]:
+    """Hold the lock of --out (a file beside it, removed afterwards) for the block; yields the leftovers of
+    interrupted renders it removed."""
+    out = Path(out)
+    try:
+        _make_dirs(out.parent)
+    except OSError as exc:
+        raise _io_error(out, exc, "create its parent directory") from exc
+    with locked(lock_path(out), f"--out {out}", remove=True, on_wait=on_wait):
+        yield remove_leftovers(out)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delay SIGINT/SIGTERM across the swap, so an interruption never leaves --out missing."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _write_file(path: Path, artifact: Artifact) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, artifact.mode)
+    try:
+        view = memoryview(artifact.data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.chmod(path, artifact.mode)  # not subject to the umask
 
 
 def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
+    """Replace `out` by exactly `artifacts` plus the marker. Hold `locked_output(out)` around it when other
+    renders of the same --out may run."""
     out = Path(out)
     check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    for rel in artifacts:
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts or rel == OUTPUT_MARKER:
+            raise ValueError(f"refusing to write outside the output: {rel}")
     try:
-        os.chmod(tmp, 0o755)
-        for rel, artifact in sorted(artifacts.items()):
-            path = tmp / rel
-            if path.resolve().parent != (tmp / rel).parent.resolve() or ".." in Path(rel).parts:
-                raise ValueError(f"refusing to write outside the output: {rel}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, artifact.mode)
-            try:
-                os.write(fd, artifact.data)
-            finally:
-                os.close(fd)
-            os.chmod(path, artifact.mode)  # not subject to the umask
+        _make_dirs(out.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))  # 0700 until complete
+    except OSError as exc:
+        raise _io_error(out, exc, "create a temporary directory beside it") from exc
+    try:
+        try:
+            for rel, artifact in sorted(artifacts.items()):
+                path = tmp / rel
+                _make_dirs(path.parent)
+                _write_file(path, artifact)
+            _write_file(tmp / OUTPUT_MARKER, Artifact(MARKER_CONTENT, 0o644))
+            os.chmod(tmp, DIR_MODE)
+        except OSError as exc:
+            raise _io_error(out, exc, "write the new output") from exc
         old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-        os.rename(tmp, out)
+        with _signals_held():
+            if out.exists():
+                old = _old_path(out)
+                os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, out)
+                raise
         if old is not None:
-            shutil.rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)  # what remains goes with the next run's leftovers
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
