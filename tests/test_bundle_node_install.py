@@ -140,3 +140,11 @@ def test_cri_dockerd_downloaded_without_a_bundle_copy(rendered: dict[str, Render
                      CONTAINER_RUNTIME="docker", CRI_DOCKERD="1")
     assert out == "DONE", out
     assert "download cri-dockerd" in calls
+
+
+def test_containerd_node_stops_docker(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
+    out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, "step_install_runtime")
+    assert out == "DONE", out
+    assert calls.index("systemctl disable --now docker.socket docker.service") < calls.index(
+        "systemctl restart containerd")
+    assert "wait_socket /run/containerd/containerd.sock" in calls
