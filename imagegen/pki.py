@@ -8,6 +8,7 @@ here equals the one kubeadm prints.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -161,8 +162,10 @@ def _public_der(key: object) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+@functools.lru_cache(maxsize=32)
 def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
-    """An unencrypted RSA private key in PEM, or ValueError saying why not."""
+    """An unencrypted RSA private key in PEM, or ValueError saying why not. Cached: checking an RSA key's
+    consistency takes tens of milliseconds and a render verifies its state twice (before and under the lock)."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError as exc:
@@ -199,7 +202,11 @@ def verify_pair(pair: KeyPair, *, ca: bool, issuer: KeyPair | None = None, now: 
         raise PairError("cert", "holds a public key imagegen cannot read") from exc
     if _public_der(key.public_key()) != cert_public:
         raise PairError("key", "does not belong to the certificate beside it")
-    if ca != _is_ca(cert):
+    try:
+        is_ca = _is_ca(cert)
+    except ValueError as exc:
+        raise PairError("cert", "has extensions that cannot be parsed (corrupt)") from exc
+    if ca != is_ca:
         raise PairError("cert", "is not a CA certificate" if ca else "is a CA certificate, expected a leaf")
     signer = cert if ca else (issuer.cert if issuer is not None else None)
     if signer is not None:

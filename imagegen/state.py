@@ -20,6 +20,7 @@ service-account keys, the token and the certificate key are never remade in an e
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -515,27 +516,44 @@ def open_state(state_dir: Path, plan: Plan, *, accept_changed_identity: bool = F
     root = Path(state_dir)
     inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
     with _locked_state(root, notify):
-        found = inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
-        if found.fresh:
-            _create(root, plan)
-            found = inspect_state(root, plan)
-        else:
-            meta = found.meta
-            assert meta is not None
-            if _complete(root, plan, found):
-                found = inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
-            cluster_id = meta.get("cluster_id")
-            if not isinstance(cluster_id, str) or not _CLUSTER_ID.fullmatch(cluster_id):
-                cluster_id = secrets.token_hex(16)
-                notify(f"--state {root}: state.json upgraded to format {STATE_FORMAT} (cluster id and identity "
-                       "recorded)")
-            elif found.identity_changes:
-                notify(f"--state {root}: identity changed as accepted: {'; '.join(found.identity_changes)}")
-            meta_bytes = _meta_bytes(plan.cluster.name, cluster_id, plan_identity(plan))
-            if _read_file(root, "state.json") != meta_bytes:
-                _write_secret(root / "state.json", meta_bytes)
-            found.meta = json.loads(meta_bytes)
+        try:
+            found = _prepare(root, plan, accept_changed_identity, notify)
+        except OSError as exc:
+            raise _write_error(root, exc) from exc
         yield _cluster_state(plan, found)
+
+
+def _write_error(root: Path, exc: OSError) -> Exception:
+    """Permission problems are the operator's to fix (exit 2); anything else (a full disk) stays a failure."""
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return UsageError(f"--state {root}: cannot be written ({exc.strerror}: {exc.filename}); make it writable "
+                          "(not read-only or immutable) or use another --state")
+    return exc
+
+
+def _prepare(root: Path, plan: Plan, accept_changed_identity: bool, notify: Notify) -> _Found:
+    """Under the lock: verify, then create or complete the state and record its identity."""
+    found = inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
+    if found.fresh:
+        _create(root, plan)
+        found = inspect_state(root, plan)
+    else:
+        meta = found.meta
+        assert meta is not None
+        if _complete(root, plan, found):
+            found = inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
+        cluster_id = meta.get("cluster_id")
+        if not isinstance(cluster_id, str) or not _CLUSTER_ID.fullmatch(cluster_id):
+            cluster_id = secrets.token_hex(16)
+            notify(f"--state {root}: state.json upgraded to format {STATE_FORMAT} (cluster id and identity "
+                   "recorded)")
+        elif found.identity_changes:
+            notify(f"--state {root}: identity changed as accepted: {'; '.join(found.identity_changes)}")
+        meta_bytes = _meta_bytes(plan.cluster.name, cluster_id, plan_identity(plan))
+        if _read_file(root, "state.json") != meta_bytes:
+            _write_secret(root / "state.json", meta_bytes)
+        found.meta = json.loads(meta_bytes)
+    return found
 
 
 def _cluster_state(plan: Plan, found: _Found) -> ClusterState:
@@ -594,5 +612,8 @@ def rotate_token(state_dir: Path, *, notify: Notify = _warn) -> str:
     with _locked_state(root, notify):
         inspect_state(root, None, skip=("bootstrap-token",))
         token = pki.new_bootstrap_token()
-        _write_secret(root / "bootstrap-token", (token + "\n").encode())
+        try:
+            _write_secret(root / "bootstrap-token", (token + "\n").encode())
+        except OSError as exc:
+            raise _write_error(root, exc) from exc
     return token.split(".", 1)[0]

@@ -8,6 +8,7 @@ marker existed, an imagegen manifest.json) and holds nothing its manifest does n
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -51,7 +52,7 @@ def _list(names: list[str]) -> str:
 def _io_error(out: Path, exc: OSError, doing: str) -> Exception:
     """Permission problems are the operator's to fix (exit 2); anything else (a full disk) is a failure."""
     where = f" ({exc.filename})" if exc.filename else ""
-    if isinstance(exc, PermissionError) or exc.errno in (30,):  # EACCES/EPERM, EROFS
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
         return UsageError(f"--out {out}: cannot {doing}: {exc.strerror}{where}; make the directory writable "
                           "or choose another --out")
     return OSError(exc.errno, f"--out {out}: cannot {doing}: {exc.strerror}{where}")
@@ -98,6 +99,9 @@ def _foreign_entries(out: Path, written: set[str]) -> list[str]:
 
     for dirpath, dirnames, filenames in os.walk(out, onerror=fail):
         here = Path(dirpath)
+        if not os.access(here, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: {here} is not writable (read-only or immutable), so the previous output "
+                             "cannot be removed; fix that or choose another --out")
         for name in sorted(dirnames):
             rel = (here / name).relative_to(out).as_posix()
             if rel not in written or (here / name).is_symlink():
@@ -309,15 +313,18 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
             raise _io_error(out, exc, "write the new output") from exc
         old = None
         with _signals_held():
-            if out.exists():
-                old = _old_path(out)
-                os.rename(out, old)
             try:
-                os.rename(tmp, out)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, out)
-                raise
+                if out.exists():
+                    old = _old_path(out)
+                    os.rename(out, old)
+                try:
+                    os.rename(tmp, out)
+                except BaseException:
+                    if old is not None:
+                        os.rename(old, out)
+                    raise
+            except OSError as exc:
+                raise _io_error(out, exc, "replace it") from exc
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # what remains goes with the next run's leftovers
     except BaseException:
