@@ -254,7 +254,17 @@ def check_pod_sandbox_image(c: Checker, label: str, pause_image: str) -> None:
             except ValueError:
                 image = None
             source = "ctr containers info .Image"
-        return image == pause_image, f"pod sandbox {pod[:13]}: {source} = {image} (want {pause_image})"
+        if image == pause_image:
+            return True, f"pod sandbox {pod[:13]}: {source} = {image}"
+        # The runtime may record the image by its ID or digest instead of the tag: accept those of the pause image.
+        _, raw = c.sudo(f"crictl inspecti -o json {shell_quote(pause_image)}")
+        try:
+            status = json.loads(raw).get("status", {})
+            names = {status.get("id"), *(status.get("repoDigests") or [])} - {None}
+        except ValueError:
+            names = set()
+        return image in names, (f"pod sandbox {pod[:13]}: {source} = {image}; {pause_image} is "
+                                f"{', '.join(sorted(names)) or 'not present'}")
     c.check(f"pod sandbox ({label}) runs the plan's pause image {pause_image}", fn)
 
 
