@@ -937,3 +937,18 @@ def _with_pod_subnets(plan: Plan) -> Plan:
     subnets = list(plan.cluster.pod_cidr.subnets(new_prefix=24)) if plan.cluster.pod_cidr.prefixlen <= 24 else []
     pairs = tuple((n.name, subnets[i]) for i, n in enumerate(plan.kubernetes_nodes) if i < len(subnets))
     return Plan(**{**plan.__dict__, "pod_subnets": pairs})
+
+
+def key_tables() -> dict[str, Mapping[str, bool]]:
+    """Every section of a plan and its keys (name -> required), as the parser reads them: the one source for the
+    generated JSON Schema (imagegen.planschema) and `imagegen init --print-defaults`. `nodes[]` is one node."""
+    return {"": _TOP, "cluster": _CLUSTER, "cluster.docker": _DOCKER, "endpoint": _ENDPOINT, "network": _NETWORK,
+            "nodes[]": _NODE, "registry": _REGISTRY, "bundle": _BUNDLE, "bootstrap": _BOOTSTRAP}
+
+
+def plan_constants() -> dict[str, tuple[str, ...]]:
+    """The choices the parser accepts, by field path (read-only view for the schema and `init`)."""
+    return {"cluster.container_runtime": RUNTIMES, "cluster.cni": CNIS, "cluster.kube_proxy_mode": PROXY_MODES,
+            "cluster.distro": DISTROS, "cluster.skip_addons": _ADDONS, "cluster.journald": _JOURNALD_KEYS,
+            "cluster.component_args": COMPONENTS, "endpoint.mode": ENDPOINT_MODES, "nodes[].role": ROLES,
+            "bundle.source": BUNDLE_SOURCES}
