@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="write per-node cloud-init, seed ISOs, admin.conf and manifest.json")
     r.add_argument("plan")
-    r.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+    r.add_argument("--out", required=True, help="output directory, replaced as a whole: new, empty, or an earlier "
+                                                  "imagegen output holding only what imagegen wrote")
     r.add_argument("--state", help="state directory with the cluster's CAs and tokens "
                                    "(default: $XDG_STATE_HOME/imagegen/CLUSTER)")
     r.add_argument("--accept-changed-identity", action="store_true",

@@ -32,6 +32,11 @@ _LEGACY_TOP = {"admin.conf", MANIFEST, "nodes", "seeds"}
 _MAX_MANIFEST = 64 << 20
 
 
+def _absolute(out: Path | str) -> Path:
+    """--out as an absolute path without '.' or '..' ("--out ." names the current directory by its name)."""
+    return Path(os.path.abspath(out))
+
+
 def _tmp_prefix(out: Path) -> str:
     return f".{out.name}.imagegen-tmp-{os.getpid()}-"
 
@@ -120,7 +125,7 @@ def check_output_dir(out: Path) -> None:
     Allowed: a new path (whose parent can be created and written), an empty directory, or an imagegen output
     holding only files imagegen wrote. Refused: a symbolic link (it would be replaced by a directory; pass the
     real path), a file, any other directory."""
-    out = Path(out)
+    out = _absolute(out)
     try:
         if out.is_symlink():
             raise UsageError(f"--out {out}: is a symbolic link (to {os.readlink(out)}); imagegen replaces --out as "
@@ -168,8 +173,8 @@ def check_separate(out: Path, *, state_dir: Path, plan_file: Path) -> None:
     """Refuse when replacing --out would delete the state or the plan, or --out would land in the state.
 
     Compared as resolved paths (links followed); --out as the path that would be replaced."""
-    out_r = Path(os.path.realpath(Path(out).parent)) / Path(out).name if Path(out).name else Path(
-        os.path.realpath(out))
+    absolute = _absolute(out)
+    out_r = Path(os.path.realpath(absolute.parent)) / absolute.name
     state_r = Path(os.path.realpath(state_dir))
     plan_r = Path(os.path.realpath(plan_file))
     if out_r == state_r:
@@ -256,7 +261,7 @@ def remove_leftovers(out: Path) -> list[Path]:
 def locked_output(out: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[list[Path]]:
     """Hold the lock of --out (a file beside it, removed afterwards) for the block; yields the leftovers of
     interrupted renders it removed."""
-    out = Path(out)
+    out = _absolute(out)
     try:
         _make_dirs(out.parent)
     except OSError as exc:
@@ -290,7 +295,7 @@ def _write_file(path: Path, artifact: Artifact) -> None:
 def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
     """Replace `out` by exactly `artifacts` plus the marker. Hold `locked_output(out)` around it when other
     renders of the same --out may run."""
-    out = Path(out)
+    out = _absolute(out)
     check_output_dir(out)
     for rel in artifacts:
         parts = Path(rel).parts

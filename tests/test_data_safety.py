@@ -421,3 +421,26 @@ def test_render_waits_for_the_output_lock(rendered: tuple[Path, Path]) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "waiting for another imagegen" in err
     assert names(out.parent) == ["out", "state"]  # the lock file is gone too
+
+
+def test_concurrent_renders_of_one_output_and_a_new_state(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    procs = [subprocess.Popen([sys.executable, "-m", "imagegen", "render", str(HA), "--out", str(out), "--state",
+                               str(state), "--quiet"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    from imagegen.plan import load_plan
+    from imagegen.state import ensure_state
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["discovery_hash"] == ensure_state(state, load_plan(HA)).discovery_hash
+    assert names(tmp_path) == ["out", "state"]
+    assert render(out, state) == 0
+
+
+def test_dot_as_out_is_handled_by_name(rendered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, state = rendered
+    monkeypatch.chdir(out)
+    assert main(["render", str(HA), "--out", ".", "--state", str(state), "--quiet"]) == 0
+    assert (out / OUTPUT_MARKER).exists() and names(out.parent) == ["out", "state"]
