@@ -28,6 +28,13 @@ def cri_socket(plan: Plan) -> str:
     return f"unix://{path}" if rules.cri_socket_uri_scheme else path
 
 
+def api_bind_port(plan: Plan) -> int:
+    """The port each control plane's API server binds. Behind imagegen's load balancers it is 6443 (nginx maps
+    endpoint.port to it); with `single` or `kube-vip` (ARP mode forwards no ports) clients reach the API server
+    itself at endpoint.port, so it must bind that port."""
+    return 6443 if plan.endpoint.mode == "load-balancer" else plan.endpoint.port
+
+
 def _args(rules: VersionRules, args: dict[str, str]) -> Any:
     if rules.extra_args_as_list:
         return [{"name": k, "value": v} for k, v in sorted(args.items())]
@@ -131,7 +138,7 @@ def init_documents(plan: Plan, node: Node, token: str, certificate_key: str, tok
                              ["system:bootstrappers:kubeadm:default-node-token"],
                              "usages": ["signing", "authentication"]}],
         "certificateKey": certificate_key,
-        "localAPIEndpoint": {"advertiseAddress": str(node.ip), "bindPort": 6443},
+        "localAPIEndpoint": {"advertiseAddress": str(node.ip), "bindPort": api_bind_port(plan)},
         "nodeRegistration": _node_registration(plan, node, control_plane=True),
     }
     return [init, _cluster_configuration(plan), _kubelet_configuration(plan), _kube_proxy_configuration(plan)]
@@ -156,7 +163,8 @@ def join_documents(plan: Plan, node: Node, token: str, ca_hash: str, control_pla
     if control_plane:
         # No certificateKey: the CAs are delivered with the node, so the join never depends on the
         # two-hour lifetime of kubeadm's uploaded-certs Secret.
-        join["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": str(node.ip), "bindPort": 6443}}
+        join["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": str(node.ip),
+                                                     "bindPort": api_bind_port(plan)}}
         if rules.patches_in_config:
             join["patches"] = {"directory": PATCH_DIR}
     return [join]

@@ -58,6 +58,8 @@ class VersionRules:
     pause_tag: str
     kube_vip_needs_super_admin: bool
     pkgs_k8s_io: bool
+    control_plane_join_retry_phases: tuple[str, ...]
+    admin_group: str
 
     @property
     def kubeadm_api_version(self) -> str:
@@ -89,6 +91,15 @@ def rules_for(version: KubeVersion) -> VersionRules:
         kube_vip_needs_super_admin=minor >= 29,
         # The community repositories at pkgs.k8s.io start at v1.24.
         pkgs_k8s_io=minor >= 24,
+        # What a failed control-plane join retries once its etcd member exists (never `kubeadm reset` then).
+        # From 1.33 ControlPlaneKubeletLocalMode is on by default: the etcd member is added by its own `etcd-join`
+        # phase after kubelet-start, and `control-plane-join all` no longer touches etcd (kubernetes/kubeadm#3262,
+        # kubernetes/kubernetes#125582).
+        control_plane_join_retry_phases=(("etcd-join", "kubelet-wait-bootstrap", "control-plane-join all")
+                                         if minor >= 33 else ("control-plane-join all",)),
+        # From 1.29 kubeadm's admin.conf is in group kubeadm:cluster-admins, bound to cluster-admin through RBAC
+        # (so it can be revoked); system:masters bypasses RBAC and is kept for super-admin.conf.
+        admin_group="kubeadm:cluster-admins" if minor >= 29 else "system:masters",
     )
 
 

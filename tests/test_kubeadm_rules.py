@@ -245,3 +245,26 @@ def test_component_args_reach_cluster_configuration(base_plan: dict, version: st
     assert flags(cc["controllerManager"]["extraArgs"])["cluster-signing-duration"] == "87600h"
     assert flags(cc["apiServer"]["extraArgs"]) == {"audit-log-maxage": "30"}
     assert flags(cc["etcd"]["local"]["extraArgs"]) == {"heartbeat-interval": "500"}
+
+
+@pytest.mark.parametrize("version,phases", [
+    ("1.20.2", ("control-plane-join all",)), ("1.32.4", ("control-plane-join all",)),
+    ("1.33.0", ("etcd-join", "kubelet-wait-bootstrap", "control-plane-join all")),
+    ("1.34.2", ("etcd-join", "kubelet-wait-bootstrap", "control-plane-join all"))])
+def test_control_plane_join_retry_phases(version: str, phases: tuple[str, ...]) -> None:
+    """kubernetes/kubeadm#3262: from 1.33 `control-plane-join all` no longer adds the etcd member."""
+    assert rules_for(KubeVersion.parse(version)).control_plane_join_retry_phases == phases
+
+
+def test_join_retry_phases_reach_the_node(rendered: dict[str, Rendered]) -> None:
+    assert rendered["ha"].file("cp-2", "/etc/imagegen/join-retry-phases").split("\n")[0] == "etcd-join"
+    assert rendered["kube-vip"].file("k8scp-02", "/etc/imagegen/join-retry-phases") == "control-plane-join all\n"
+    assert "/etc/imagegen/join-retry-phases" not in rendered["ha"].files("cp-1")
+
+
+@pytest.mark.parametrize("version,group", [("1.20.2", "system:masters"), ("1.28.15", "system:masters"),
+                                           ("1.29.0", "kubeadm:cluster-admins"),
+                                           ("1.34.2", "kubeadm:cluster-admins")])
+def test_admin_group(version: str, group: str) -> None:
+    """From 1.29 kubeadm's admin.conf is in kubeadm:cluster-admins (RBAC-bound, revocable), not system:masters."""
+    assert rules_for(KubeVersion.parse(version)).admin_group == group
