@@ -66,7 +66,8 @@ def _io_error(out: Path, exc: OSError, doing: str) -> Exception:
 def _written_by_imagegen(out: Path) -> set[str]:
     """The paths (files and directories, relative) a previous render wrote into `out`, from its manifest."""
     marker = out / OUTPUT_MARKER
-    marked = marker.is_file() and not marker.is_symlink() and marker.read_bytes() == MARKER_CONTENT
+    marked = (marker.is_file() and not marker.is_symlink() and marker.stat().st_size == len(MARKER_CONTENT)
+              and marker.read_bytes() == MARKER_CONTENT)
     manifest_path = out / MANIFEST
     try:
         if manifest_path.is_symlink() or manifest_path.stat().st_size > _MAX_MANIFEST:
@@ -186,6 +187,8 @@ def check_separate(out: Path, *, state_dir: Path, plan_file: Path) -> None:
     if _inside(out_r, state_r):
         raise UsageError(f"--out {out}: lies inside --state {state_dir}; keep the output outside the state "
                          "directory")
+    if plan_r == out_r:
+        raise UsageError(f"--out {out}: is the plan file; choose a new or empty directory for the output")
     if _inside(plan_r, out_r):
         raise UsageError(f"plan {plan_file}: lies inside --out {out}, which render replaces as a whole; keep the "
                          "plan outside the output directory")
@@ -317,21 +320,25 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
         except OSError as exc:
             raise _io_error(out, exc, "write the new output") from exc
         old = None
-        with _signals_held():
-            try:
-                if out.exists():
-                    old = _old_path(out)
-                    os.rename(out, old)
+        swapped = False
+        try:
+            with _signals_held():  # a signal held here is raised on leaving the block, after the swap
                 try:
-                    os.rename(tmp, out)
-                except BaseException:
-                    if old is not None:
-                        os.rename(old, out)
-                    raise
-            except OSError as exc:
-                raise _io_error(out, exc, "replace it") from exc
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)  # what remains goes with the next run's leftovers
+                    if out.exists():
+                        old = _old_path(out)
+                        os.rename(out, old)
+                    try:
+                        os.rename(tmp, out)
+                    except BaseException:
+                        if old is not None:
+                            os.rename(old, out)
+                        raise
+                    swapped = True
+                except OSError as exc:
+                    raise _io_error(out, exc, "replace it") from exc
+        finally:
+            if swapped and old is not None:
+                shutil.rmtree(old, ignore_errors=True)  # what remains goes with the next run's leftovers
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -203,6 +203,19 @@ def test_state_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert names(tmp_path) == ["state"]
 
 
+def test_state_below_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("keep")
+    assert render(tmp_path / "out", tmp_path / "f" / "state") == 2
+    assert "is a file, not a directory" in capsys.readouterr().err and names(tmp_path) == ["f"]
+
+
+def test_out_is_the_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tmp_path / "plan.yaml"
+    shutil.copy(HA, plan)
+    assert render(plan, tmp_path / "state", plan) == 2
+    assert "is the plan file" in capsys.readouterr().err and names(tmp_path) == ["plan.yaml"]
+
+
 def test_foreign_state_dir_refused_before_output_is_touched(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "notes.txt").write_text("mine")
@@ -383,6 +396,22 @@ def test_sigterm_of_a_running_render(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1] == "imagegen: interrupted by SIGTERM; temporary files removed"
     assert [n for n in names(tmp_path) if "imagegen" in n] == []
     assert not out.exists()
+
+
+def test_signal_during_the_swap_waits_for_it(rendered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, state = rendered
+    real = os.rename
+
+    def signalling(src: object, dst: object) -> None:
+        if Path(str(src)) == out:  # moving the old output aside: the next step must still happen
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(src, dst)
+
+    monkeypatch.setattr(writer.os, "rename", signalling)
+    assert render(out, state) == 143
+    monkeypatch.undo()
+    assert (out / OUTPUT_MARKER).exists() and (out / "manifest.json").exists()
+    assert names(out.parent) == ["out", "state"]  # the old output is gone too, no leftovers
 
 
 def test_failed_swap_restores_the_previous_output(rendered: tuple[Path, Path],
