@@ -6,6 +6,8 @@ OUT    ?= out
 PLAN   ?= examples/ha.yaml
 # make bundle CRICTL=/path/to/crictl: ship that crictl instead of building cri-tools from ../shared/third-party.
 CRICTL ?=
+# make bundle CRI_TOOLS_SRC=/path/to/cri-tools-1.25.0.tar.gz: where the crictl source is (default: ../shared/third-party).
+CRI_TOOLS_SRC ?=
 # make bundle CRI_DOCKERD=/path/to/cri-dockerd: also carry cri-dockerd and its units (Docker, Kubernetes >= 1.24).
 CRI_DOCKERD ?=
 
@@ -50,7 +52,8 @@ image: vm-deps
 	$(PY) -m imagegen image build --spec node
 
 bundle: vm-deps
-	$(PY) vm-tests/bundle/build.py $(if $(CRICTL),--crictl $(CRICTL)) $(if $(CRI_DOCKERD),--cri-dockerd $(CRI_DOCKERD))
+	$(PY) vm-tests/bundle/build.py $(if $(CRICTL),--crictl $(CRICTL)) \
+	  $(if $(CRI_TOOLS_SRC),--cri-tools-source $(CRI_TOOLS_SRC)) $(if $(CRI_DOCKERD),--cri-dockerd $(CRI_DOCKERD))
 
 vm-smoke: image
 	$(PY) vm-tests/smoke.py

@@ -38,7 +38,7 @@ from buildlib import (
     extract_debs,
     file_sha256,
 )
-from crictl_build import Crictl, build_crictl, given_crictl, is_static
+from crictl_build import DEFAULT_SOURCE, Crictl, build_crictl, given_crictl, is_static
 from k8s_compile import KUBE_VERSION, CompiledKubernetes, compile_kubernetes
 
 from imagegen.bundle.dockerarchive import (
@@ -341,6 +341,8 @@ def main() -> int:
     parser.add_argument("--force-compile", action="store_true", help="also recompile Kubernetes")
     parser.add_argument("--crictl", type=Path, default=None, metavar="PATH",
                         help="use this crictl binary instead of building cri-tools from source (make CRICTL=...)")
+    parser.add_argument("--cri-tools-source", type=Path, default=DEFAULT_SOURCE, metavar="TARBALL",
+                        help=f"cri-tools source for crictl (default {DEFAULT_SOURCE}; make CRI_TOOLS_SRC=...)")
     parser.add_argument("--cri-dockerd", type=Path, default=None, metavar="PATH",
                         help="also carry this cri-dockerd binary, with its systemd units (Docker, Kubernetes >= 1.24)")
     args = parser.parse_args()
@@ -352,7 +354,7 @@ def main() -> int:
         compile_start = time.monotonic()
         compiled = compile_kubernetes(force=args.force_compile)
         compile_wall = time.monotonic() - compile_start
-        crictl = given_crictl(args.crictl) if args.crictl else build_crictl()
+        crictl = given_crictl(args.crictl) if args.crictl else build_crictl(args.cri_tools_source)
         cri_dockerd = args.cri_dockerd.resolve() if args.cri_dockerd else None
         if cri_dockerd is not None and not (cri_dockerd.is_file() and os.access(cri_dockerd, os.X_OK)):
             raise BuildError(f"--cri-dockerd {cri_dockerd}: not an executable file")
