@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from imagegen import kubeadm
+from imagegen import channels, kubeadm
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
@@ -342,10 +342,14 @@ def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifa
     meta_data = render_meta_data(node, user_data, network_config)
     seed = {"user-data": user_data, "meta-data": meta_data, "network-config": network_config}
     base = f"nodes/{node.name}"
+    # VMware guestinfo carries the user-data (and so the node's secrets): 0600 like the user-data itself.
+    guestinfo = channels.guestinfo(node.name, user_data, meta_data, network_config)
     return {
         f"{base}/user-data": Artifact(user_data, 0o600),
         f"{base}/meta-data": Artifact(meta_data),
         f"{base}/network-config": Artifact(network_config),
+        f"{base}/guestinfo.vmx": Artifact(channels.vmx_fragment(guestinfo).encode(), 0o600),
+        f"{base}/govc-vm-change.sh": Artifact(channels.govc_command(node.name, guestinfo).encode(), 0o600),
         f"seeds/{node.name}.iso": Artifact(build_seed_iso(seed), 0o600),
     }
 
