@@ -545,3 +545,44 @@ def test_etcd_snapshot_removes_part_on_failure(rendered: dict[str, Rendered], tm
     result = run_bash(f"bash {tmp_path}/snap.sh", bin_dir)
     assert result.returncode != 0
     assert list((tmp_path / "backups").iterdir()) == []
+
+
+def test_interrupted_init_with_cluster_state_is_finished_not_reset(rendered: dict[str, Rendered],
+                                                                   tmp_path: Path) -> None:
+    """After a reboot mid-init: etcd data and kubelet.conf exist and the API server answers. The script must run
+    init's remaining phases and never `kubeadm reset` or a second `kubeadm init`."""
+    r = rendered["single"]
+    kube, sums = _pki_node(tmp_path, r, "lab-cp-1")
+    (kube / "kubelet.conf").write_text("")
+    (tmp_path / "etcd" / "member").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _fakes(bin_dir, calls, kube, init_fails=0)
+    fake(bin_dir, "curl", "echo ok\n")  # the API server answers
+    program = (functions(bootstrap(r, "lab-cp-1")) + _harness(tmp_path, kube)
+               + 'SKIP_PHASES="addon/coredns"\nsleep() { :; }\nensure_offline_images() { :; }\napply_cni() { :; }\n'
+               + "keep_cluster_pki\nstep_init_cluster\necho RETURNED\n")
+    result = run_bash(program, bin_dir)
+    assert "RETURNED" in result.stdout, result.stdout + result.stderr
+    done = [c.removesuffix(f" --config {tmp_path}/kubeadm.yaml") for c in calls.read_text().splitlines()]
+    assert done == ["kubeadm init phase upload-config all", "kubeadm init phase mark-control-plane",
+                    "kubeadm init phase bootstrap-token", "kubeadm init phase kubelet-finalize all",
+                    "kubeadm init phase addon kube-proxy"]
+    assert (kube / "pki" / "ca.key").exists()
+
+
+def test_worker_with_kubelet_conf_is_not_joined_again(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    r = rendered["single"]
+    kube = tmp_path / "etc-kubernetes"
+    kube.mkdir()
+    (kube / "kubelet.conf").write_text("")
+    (tmp_path / "kubeadm.yaml").write_text(r.file("lab-worker-1", "/etc/imagegen/kubeadm.yaml"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    _fakes(bin_dir, calls, kube, init_fails=0)
+    program = functions(bootstrap(r, "lab-worker-1")) + _harness(tmp_path, kube) + "step_join_worker\necho RETURNED\n"
+    result = run_bash(program, bin_dir)
+    assert "RETURNED" in result.stdout and calls.read_text() == ""
