@@ -586,3 +586,28 @@ def test_worker_with_kubelet_conf_is_not_joined_again(rendered: dict[str, Render
     program = functions(bootstrap(r, "lab-worker-1")) + _harness(tmp_path, kube) + "step_join_worker\necho RETURNED\n"
     result = run_bash(program, bin_dir)
     assert "RETURNED" in result.stdout and calls.read_text() == ""
+
+
+def _real_kubeadm_1_20() -> Path | None:
+    found = sorted(CACHE.glob("k8s-build/*/bin/kubeadm")) + sorted(CACHE.glob("bundle/*/bundle/bin/kubeadm"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(_real_kubeadm_1_20() is None, reason="no kubeadm 1.20 built here: make bundle")
+def test_resume_and_retry_phases_exist_in_real_kubeadm_1_20(rendered: dict[str, Rendered]) -> None:
+    """The phases the script runs after a failed init (finish_init_phases) and a failed 1.20 control-plane join
+    (join-retry-phases), asked of the real kubeadm 1.20: each exists and takes --config."""
+    kubeadm = str(_real_kubeadm_1_20())
+    script = bootstrap(rendered["single"], "lab-cp-1")
+    body = re.search(r"^finish_init_phases\(\) \{\n.*?^\}", script, re.S | re.M).group(0)
+    init_phases = shlex.split(re.search(r"for phase in (.*?); do", body, re.S).group(1).replace("\\\n", " "))
+    assert "upload-config all" in init_phases
+    from imagegen.versions import KubeVersion, rules_for
+
+    join_phases = rules_for(KubeVersion.parse("1.20.2")).control_plane_join_retry_phases
+    for command, phases in (("init", init_phases), ("join", join_phases)):
+        for phase in phases:
+            result = subprocess.run([kubeadm, command, "phase", *phase.split(), "--help"], capture_output=True,
+                                    text=True)
+            assert result.returncode == 0 and "--config" in result.stdout, (command, phase, result.stderr)
+            assert not re.search(r"^Available Commands:", result.stdout, re.M), f"{phase} is not a leaf phase"
