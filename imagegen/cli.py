@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -14,6 +15,13 @@ from imagegen import __version__
 from imagegen.errors import PlanError, UsageError
 from imagegen.plan import Node, Plan, load_plan
 
+EPILOG = """\
+exit status: 0 success; 2 bad input (plan, state or output directory, arguments); 1 anything else;
+130/143 interrupted by SIGINT/SIGTERM (temporary files removed). `diff --exit-code`: 1 when a render would
+change something. Errors are one line per problem: "imagegen: FILE: message".
+IMAGEGEN_DEBUG=1 shows the Python traceback of an unexpected error (exit 1) instead of one line.
+"""
+
 PROGRESS_FROM = 20  # nodes; smaller plans render in a blink and print only the summary
 
 
@@ -23,17 +31,15 @@ def default_state_dir(plan: Plan) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    plan = load_plan(args.plan)
-    print(f"{args.plan}: ok ({plan.cluster.name}, Kubernetes {plan.cluster.kubernetes_version}, "
-          f"{len(plan.nodes)} nodes)")
-    return 0
+    from imagegen.cli_operator import cmd_validate as validate
+
+    return validate(args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from imagegen.show import plan_table
+    from imagegen.cli_operator import cmd_show as show
 
-    print(plan_table(load_plan(args.plan)))
-    return 0
+    return show(args)
 
 
 def _note(message: str) -> None:
@@ -41,22 +47,26 @@ def _note(message: str) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from imagegen.cli_operator import cmd_diff, load_checked, render_summary
+    from imagegen.progress import Progress
     from imagegen.render import render_cluster
     from imagegen.state import check_state_dir, open_state
     from imagegen.writer import check_output_dir, check_separate, locked_output, write_tree
 
-    plan = load_plan(args.plan)
+    if args.dry_run:
+        return cmd_diff(args)
+    plan = load_checked(args.plan)
     out = Path(args.out)
     state_dir = Path(args.state) if args.state else default_state_dir(plan)
     # Every refusal before anything is written: not the output's parent, not the state directory, not a key.
     check_separate(out, state_dir=state_dir, plan_file=Path(args.plan))
     check_output_dir(out)
     check_state_dir(state_dir, plan, accept_changed_identity=args.accept_changed_identity)
-    show_progress = not args.quiet and len(plan.nodes) >= PROGRESS_FROM
+    bar = Progress(len(plan.nodes)) if not args.quiet and len(plan.nodes) >= PROGRESS_FROM else None
 
     def progress(node: Node, done: int, total: int) -> None:
-        if show_progress:
-            print(f"[{done}/{total}] {node.name} ({node.role})", file=sys.stderr, flush=True)
+        if bar is not None:
+            bar.update(node.name, done)
 
     with locked_output(out, on_wait=_note) as leftovers:
         if leftovers:
@@ -65,7 +75,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                         notify=lambda m: _note(f"warning: {m}")) as state:
             artifacts = render_cluster(plan, state, progress)
             write_tree(out, artifacts)
-    if not args.quiet:
+    if args.output == "json":
+        import json
+
+        print(json.dumps(render_summary(plan, artifacts, out, state_dir), indent=2))
+    elif not args.quiet:
         seeds = sum(1 for p in artifacts if p.startswith("seeds/"))
         size = sum(len(a.data) for a in artifacts.values())
         print(f"rendered {plan.cluster.name}: {len(plan.nodes)} nodes, {seeds} seed ISOs, "
@@ -79,49 +93,84 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_token_rotate(args: argparse.Namespace) -> int:
     from imagegen.state import rotate_token
 
-    token_id = rotate_token(Path(args.state), notify=lambda m: _note(f"warning: {m}"))
-    print(f"new bootstrap token id {token_id} in {args.state}; render again to put it on the nodes")
+    if not args.state and not args.plan:
+        raise UsageError("token rotate: give the PLAN (its state directory is the default, as for render) or "
+                         "--state DIR")
+    state = args.state or str(default_state_dir(load_plan(args.plan)))
+    token_id = rotate_token(Path(state), notify=lambda m: _note(f"warning: {m}"))
+    print(f"new bootstrap token id {token_id} in {state}; render again to put it on the nodes")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imagegen", description="Kubernetes cluster plan -> self-configuring nodes.")
+    from imagegen.cli_operator import PLAN_HELP, add_output_flag, add_parsers
+
+    p = argparse.ArgumentParser(prog="imagegen", description="Kubernetes cluster plan -> self-configuring nodes.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"imagegen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check a plan and report every problem")
-    v.add_argument("plan")
+    v.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
+    add_output_flag(v)
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("show", help="print a table of the plan's nodes, roles, addresses and versions")
-    s.add_argument("plan")
+    s.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
+    add_output_flag(s)
     s.set_defaults(func=cmd_show)
 
     r = sub.add_parser("render", help="write per-node cloud-init, seed ISOs, admin.conf and manifest.json")
-    r.add_argument("plan")
-    r.add_argument("--out", required=True, help="output directory, replaced as a whole: new, empty, or an earlier "
-                                                  "imagegen output holding only what imagegen wrote")
-    r.add_argument("--state", help="state directory with the cluster's CAs and tokens "
-                                   "(default: $XDG_STATE_HOME/imagegen/CLUSTER)")
+    r.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory, replaced as a whole: new, empty, or an earlier imagegen output holding "
+                        "only what imagegen wrote")
+    r.add_argument("--state", metavar="DIR", help="state directory with the cluster's CAs and tokens "
+                                                  "(default: $XDG_STATE_HOME/imagegen/CLUSTER)")
     r.add_argument("--accept-changed-identity", action="store_true",
                    help="reuse a state made for this cluster's name with another endpoint or network, and bind "
                         "it to the plan's (the CAs and token stay the same)")
     r.add_argument("--quiet", action="store_true", help="print nothing on success")
+    r.add_argument("--dry-run", action="store_true", help="write nothing; show what would change (as imagegen diff)")
+    r.add_argument("--files", action="store_true", help="with --dry-run: unified diff of the non-secret files")
+    r.add_argument("--exit-code", action="store_true", help="with --dry-run: exit 1 when something would change")
+    add_output_flag(r)
     r.set_defaults(func=cmd_render)
 
     t = sub.add_parser("token", help="bootstrap token management")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     rot = tsub.add_parser("rotate", help="replace only the bootstrap token in a state directory")
-    rot.add_argument("--state", required=True)
+    rot.add_argument("plan", nargs="?", metavar="PLAN", help="the plan; its default state directory is used "
+                                                            "when --state is not given")
+    rot.add_argument("--state", metavar="DIR", help="state directory (default: the plan's, as for render)")
     rot.set_defaults(func=cmd_token_rotate)
 
-    for module in ("imagegen.image.cli", "imagegen.bundle.cli"):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        sys.modules[module].add_parser(sub)  # type: ignore[attr-defined]
+    add_parsers(sub)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
+    _remember_parsers(p)
     return p
+
+
+# Commands defined in their own packages, registered explicitly: an import error is a bug to see, not a command
+# that silently disappears from --help.
+SUBCOMMAND_MODULES = ("imagegen.bundle.cli", "imagegen.image.cli")
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's parser, so an unknown flag is reported with that subcommand's usage."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_parsers(sub)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class Interrupted(BaseException):
@@ -141,14 +190,18 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return int(args.func(args))
     except PlanError as exc:
-        print(exc.render(), file=sys.stderr)
+        if getattr(args, "output", "text") == "json":
+            from imagegen.cli_operator import emit_json, problem_json
+
+            emit_json(problem_json(exc))
+        print(f"imagegen: {exc.render()}", file=sys.stderr)
         return 2
     except UsageError as exc:
         print(f"imagegen: {exc}", file=sys.stderr)
@@ -158,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imagegen: interrupted by {signal.Signals(signum).name}; temporary files removed",
               file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:
+        # The reader went away (`imagegen ... | head`): not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, exit 1
         if os.environ.get("IMAGEGEN_DEBUG"):
             raise

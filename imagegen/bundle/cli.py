@@ -50,9 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def _fail(exc: BundleError) -> int:
     if len(exc.problems) == 1:
-        print(f"error: {exc.problems[0]}", file=sys.stderr)
+        print(f"imagegen: {exc.problems[0]}", file=sys.stderr)
     else:
-        print(f"error: {len(exc.problems)} problems:", file=sys.stderr)
+        print(f"imagegen: bundle: {len(exc.problems)} problems", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
     return EXIT_BAD_INPUT

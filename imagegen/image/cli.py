@@ -49,13 +49,13 @@ def run_build(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, kernel=args.kernel, bundle=args.bundle, formats=formats)
         built = build_image(spec, cache=args.cache, force=args.force)
     except UsageError as exc:
-        print(f"imagegen image build: {exc}", file=sys.stderr)
+        print(f"imagegen: image build: {exc}", file=sys.stderr)
         return 2
     except BuildError as exc:
-        print(f"imagegen image build: {exc}", file=sys.stderr)
+        print(f"imagegen: image build: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("imagegen image build: interrupted; nothing was left in the cache", file=sys.stderr)
+        print("imagegen: image build: interrupted; nothing was left in the cache", file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps({"key": built.key, "directory": str(built.directory), "cached": built.cached,
@@ -78,10 +78,10 @@ def run_boot_check(args: argparse.Namespace) -> int:
         built = build_image(spec, cache=args.cache)
         accel = qemu.probe_accel()
     except UsageError as exc:
-        print(f"imagegen image boot-check: {exc}", file=sys.stderr)
+        print(f"imagegen: image boot-check: {exc}", file=sys.stderr)
         return 2
     except BuildError as exc:
-        print(f"imagegen image boot-check: {exc}", file=sys.stderr)
+        print(f"imagegen: image boot-check: {exc}", file=sys.stderr)
         return 1
     marker = f"IMAGEGEN-BOOT-CHECK-DONE firmware={args.firmware} bus={args.bus}"
     with tempfile.TemporaryDirectory(prefix="imagegen-boot-check-") as tmp:
@@ -94,7 +94,7 @@ def run_boot_check(args: argparse.Namespace) -> int:
             seconds = qemu.boot_until(built.qcow2, firmware=args.firmware, seed_iso=seed, marker=marker,
                                       serial_log=serial, accel=accel, timeout=args.timeout, bus=args.bus)
         except qemu.BootTimeout as exc:
-            print(f"imagegen image boot-check: {exc}; console: {serial}", file=sys.stderr)
+            print(f"imagegen: image boot-check: {exc}; console: {serial}", file=sys.stderr)
             return 1
     print(f"boot-check {built.directory.name} {args.firmware}/{args.bus}: cloud-init final message after "
           f"{seconds:.1f} s")
