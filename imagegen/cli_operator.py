@@ -82,6 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         plan = load_checked(args.plan)
     except PlanError as exc:
         emit_json(problem_json(exc))
+        print(f"imagegen: {exc.render()}", file=sys.stderr)
         return 2
     emit_json({"plan": args.plan, "valid": True, "problems": [], **plan_json(plan)})
     return 0

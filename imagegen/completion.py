@@ -31,12 +31,12 @@ def bash(parser: argparse.ArgumentParser) -> str:
     tree = command_tree(parser)
     cases = []
     for path, (subs, opts) in sorted(tree.items()):
-        words = " ".join(subs + opts)
-        cases.append(f"    {shlex.quote(path or '-')}) words={shlex.quote(words)} ;;")
+        cases.append(f"    {shlex.quote(path or '-')}) subs={shlex.quote(' '.join(subs))} "
+                     f"opts={shlex.quote(' '.join(opts))} ;;")
     return "\n".join([
         "# imagegen bash completion: eval \"$(imagegen completion bash)\"",
         "_imagegen() {",
-        "  local cur path words i w",
+        "  local cur path subs opts i w",
         "  cur=${COMP_WORDS[COMP_CWORD]}",
         "  path=",
         "  for ((i = 1; i < COMP_CWORD; i++)); do",
@@ -48,10 +48,12 @@ def bash(parser: argparse.ArgumentParser) -> str:
         "  done",
         "  case \"${path:--}\" in",
         *cases,
-        "    *) words= ;;",
+        "    *) subs= opts= ;;",
         "  esac",
-        "  if [[ $cur == -* || -n $words ]]; then",
-        "    COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))",
+        "  if [[ $cur == -* ]]; then",
+        "    COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))",
+        "  elif [[ -n $subs ]]; then",
+        "    COMPREPLY=($(compgen -W \"$subs\" -- \"$cur\"))",
         "  fi",
         "  [[ ${#COMPREPLY[@]} -eq 0 ]] && COMPREPLY=($(compgen -f -- \"$cur\"))",
         "  return 0",

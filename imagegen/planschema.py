@@ -97,6 +97,8 @@ FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     "nodes[].role": (_choice("nodes[].role"), "what the node does"),
     "nodes[].ip": (_IPV4, "static address inside network.cidr"),
     "nodes[].mac": ({"type": "string", "pattern": "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"}, "the NIC's MAC address"),
+    "nodes[].generation": (_int(1, 1_000_000), "bump only to re-provision the node: part of its cloud-init "
+                                               "instance-id"),
     "registry.hostname": (_STR, "registry DNS name"),
     "registry.harbor_version": (_STR, "Harbor version, e.g. v2.11.1"),
     "registry.harbor_installer": (_STR, "offline installer URL or absolute path; default: the GitHub release"),
@@ -134,7 +136,7 @@ def defaults() -> dict[str, Any]:
     parsed = plan_module.parse_plan(_MINIMAL, "defaults")
     objects = {"": parsed, "cluster": parsed.cluster, "cluster.docker": parsed.cluster.docker,
                "endpoint": parsed.endpoint, "network": parsed.network, "registry": parsed.registry,
-               "bundle": parsed.bundle, "bootstrap": parsed.bootstrap}
+               "bundle": parsed.bundle, "bootstrap": parsed.bootstrap, "nodes[]": parsed.nodes[0]}
     out: dict[str, Any] = {}
     for section, keys in plan_module.key_tables().items():
         for key, required in keys.items():
