@@ -135,6 +135,8 @@ class Node:
     ip: ipaddress.IPv4Address
     mac: str
     index: int
+    # Bumped by the operator only to re-provision this node: part of its cloud-init instance-id.
+    generation: int = 1
 
     @property
     def is_kubernetes(self) -> bool:
@@ -422,7 +424,7 @@ _DOCKER = {"registry_mirrors": False, "insecure_registries": False, "data_root":
            "log_max_file": False}
 _ENDPOINT = {"mode": True, "vip": False, "port": False, "name": False}
 _NETWORK = {"cidr": True, "gateway": True, "dns": False, "interface": False}
-_NODE = {"name": True, "role": True, "ip": True, "mac": True}
+_NODE = {"name": True, "role": True, "ip": True, "mac": True, "generation": False}
 _REGISTRY = {"hostname": True, "harbor_version": False, "harbor_installer": False, "data_volume": False,
              "use_as_mirror": False}
 _BUNDLE = {"source": False, "label": False}
@@ -730,10 +732,11 @@ def _parse_nodes(r: _Reader, data: object) -> tuple[tuple[Node, ...], bool]:
         role = r.choice(n, "role", f"{path}.role", ROLES, "")
         ip = r.ipv4(f"{path}.ip", n.get("ip", MISSING))
         mac = r.mac(f"{path}.mac", n.get("mac", MISSING))
+        generation = r.integer(n, "generation", f"{path}.generation", 1, 1, 1_000_000)
         if name is None or not role or ip is None or mac is None:
             complete = False
             continue
-        nodes.append(Node(name=name, role=role, ip=ip, mac=mac, index=i))
+        nodes.append(Node(name=name, role=role, ip=ip, mac=mac, index=i, generation=generation))
     return tuple(nodes), complete
 
 

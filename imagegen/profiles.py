@@ -30,7 +30,6 @@ class FileSpec:
     append: bool = False
     shell: bool = False
     secret: bool = False
-    per_plan: bool = False  # content does not depend on the node: rendered once per plan
 
 
 @dataclass(frozen=True)

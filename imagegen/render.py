@@ -263,10 +263,6 @@ def _dump_entry(path: str, permissions: str, content: str, append: bool) -> str:
     return _dump([entry])
 
 
-# Content of files marked per_plan (the same on every node, e.g. /etc/hosts), rendered once per plan object.
-_PER_PLAN: dict[tuple[int, str], tuple[Plan, str]] = {}
-
-
 @lru_cache(maxsize=1024)
 def _compiled(text: str) -> jinja2.Template:
     return environment().from_string(text)
@@ -292,15 +288,9 @@ def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] 
         for path, local in _expand(spec, ctx):
             if spec.template:
                 name = _compiled(spec.template).render(local)
-                key = (id(plan), name)
-                if spec.per_plan and key in _PER_PLAN and _PER_PLAN[key][0] is plan:
-                    content = _PER_PLAN[key][1]
-                else:
-                    content = env.get_template(name).render(local)
-                    if not content.endswith("\n"):
-                        content += "\n"
-                    if spec.per_plan:
-                        _PER_PLAN[key] = (plan, content)
+                content = env.get_template(name).render(local)
+                if not content.endswith("\n"):
+                    content += "\n"
             elif spec.generator:
                 content = _generate(spec.generator, plan, node, state, profile, ctx).decode()
             else:
@@ -329,17 +319,23 @@ def render_network_config(plan: Plan, node: Node) -> bytes:
     return (environment().get_template("network-config.yaml.j2").render(ctx) + "\n").encode()
 
 
-def render_meta_data(node: Node, user_data: bytes, network_config: bytes) -> bytes:
-    # The instance-id follows the node's data, so cloud-init treats changed data as a new instance.
-    digest = hashlib.sha256(user_data + b"\0" + network_config).hexdigest()[:12]
-    ctx = {"node": node, "instance_id": f"{node.name}-{digest}"}
+def instance_id(cluster_id: str, node: Node) -> str:
+    """Stable for a node: the cluster's identity, the node's name and the generation the operator bumps only to
+    re-provision it. Re-rendering after a token rotation, or after adding or removing other nodes, must not make
+    cloud-init treat a running node as a new instance and re-run its per-instance modules over it."""
+    digest = hashlib.sha256(f"{cluster_id}\0{node.name}\0{node.generation}".encode()).hexdigest()[:12]
+    return f"{node.name}-{digest}"
+
+
+def render_meta_data(node: Node, cluster_id: str) -> bytes:
+    ctx = {"node": node, "instance_id": instance_id(cluster_id, node)}
     return (environment().get_template("meta-data.j2").render(ctx) + "\n").encode()
 
 
 def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifact]:
     user_data = render_user_data(plan, node, state)
     network_config = render_network_config(plan, node)
-    meta_data = render_meta_data(node, user_data, network_config)
+    meta_data = render_meta_data(node, state.cluster_id or state.cluster_name)
     seed = {"user-data": user_data, "meta-data": meta_data, "network-config": network_config}
     base = f"nodes/{node.name}"
     # VMware guestinfo carries the user-data (and so the node's secrets): 0600 like the user-data itself.
@@ -363,8 +359,6 @@ def render_cluster(plan: Plan, state: ClusterState,
             progress(node, i + 1, len(plan.nodes))
     out["admin.conf"] = Artifact(admin_kubeconfig(plan, state), 0o600)
     out["manifest.json"] = Artifact(render_manifest(plan, state, out))
-    for key in [k for k, v in _PER_PLAN.items() if v[0] is plan]:
-        del _PER_PLAN[key]
     return out
 
 
