@@ -247,3 +247,23 @@ def test_error_echoes_a_bounded_prefix(base_plan: dict) -> None:
     text = _refused(base_plan, lambda d: None).render()
     assert len(text) < 2000, len(text)
     assert len(text.splitlines()) == 4  # the head line and one line per problem: field names are escaped
+
+
+def test_shell_templates_quote_with_sh_not_tojson() -> None:
+    """JSON quoting is not shell quoting ("$(x)" survives tojson): shell templates use the `sh` filter."""
+    from .conftest import ROOT
+
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "cloud-init").rglob("*.sh.j2") if "tojson" in p.read_text()]
+    assert offenders == []
+
+
+def test_sh_filter_quotes_for_bash(tmp_path: Path) -> None:
+    import subprocess
+
+    from imagegen.templates import environment
+
+    marker = tmp_path / "x"
+    value = f"/data/$(touch {marker})'\"`touch {marker}`"
+    script = environment().from_string("v={{ value | sh }}\nprintf %s \"$v\"").render(value=value)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out == value and not marker.exists()
