@@ -200,3 +200,15 @@ def test_report_summary_names_result_problems_and_evidence() -> None:
     assert "cleanup problems" not in text and "run directory: /runs/x" in text
     r.cleanup_problems = ["network: busy"]
     assert "cleanup problems: network: busy" in r.summary("vm-smoke", Path("a"), Path("b"), Path("c"))
+
+
+def test_report_summary_prints_guest_cpu_seconds_per_node() -> None:
+    from harness.report import NodeReport
+
+    r = _report()
+    r.nodes = [NodeReport("cp-1", "control-plane", "10.0.0.11",
+                          cpu_seconds={"kernel": 4.0, "cloud-init-done": 212.4, "bootstrap-ok": 1301.6}),
+               NodeReport("lb-1", "load-balancer", "10.0.0.2")]
+    text = r.summary("cluster-test", Path("a"), Path("b"), Path("c"))
+    assert "guest CPU seconds cp-1: cloud-init-done 212, bootstrap-ok 1302" in text
+    assert "lb-1" not in text  # no samples, no line

@@ -33,6 +33,9 @@ class Node:
     scanner: MarkerScanner = field(default_factory=MarkerScanner)
     tail: ConsoleTail | None = None
     events: list[tuple[str, float]] = field(default_factory=list)  # harness-side events (ssh, checks, reboot)
+    # Guest CPU seconds (the domain's cpu_time: under TCG all of the emulation) when each marker was first seen.
+    # Stable where wall time is not: guests share the host's cores, so compare these across runs.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def since_start(self) -> float:
         return round(time.monotonic() - self.started, 1)
@@ -131,8 +134,22 @@ class Lab:
                 continue
             text = node.tail.read_new()
             if text:
-                seen += [(node, m) for m in node.scanner.feed(text, node.since_start())]
+                new = node.scanner.feed(text, node.since_start())
+                if new:
+                    cpu = self.cpu_seconds(node)
+                    for marker in new:
+                        if cpu is not None:
+                            node.cpu.setdefault(marker.kind, cpu)
+                seen += [(node, m) for m in new]
         return seen
+
+    def cpu_seconds(self, node: Node) -> float | None:
+        """CPU seconds the node's domain has used since it started (libvirt's domain cpu_time), or None."""
+        try:
+            stats = self.conn.lookupByName(node.domain_name).getCPUStats(True)
+        except libvirt.libvirtError:
+            return None
+        return round(stats[0]["cpu_time"] / 1e9, 1) if stats and "cpu_time" in stats[0] else None
 
     def power_off(self, node: Node) -> None:
         """Pull the plug (virsh destroy): a crashed machine, no clean shutdown."""

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from harness.lab import Node
 
 
+# The markers whose guest CPU seconds the closing summary prints (all of them are in report.json).
+CPU_SUMMARY_MARKERS = ("cloud-init-local", "cloud-init-done", "prep-ok", "bootstrap-ok", "bootstrap-failed")
+
+
 @dataclass
 class Check:
     node: str
@@ -35,6 +39,7 @@ class NodeReport:
     marker_lines: dict[str, str] = field(default_factory=dict)
     fatal: list[str] = field(default_factory=list)
     ok: bool = True
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # marker -> guest CPU seconds when first seen
 
 
 @dataclass
@@ -92,13 +97,20 @@ class RunReport:
                 events=sorted(node.timeline_events(), key=lambda e: e[1]),
                 marker_lines={m.kind: m.line for m in markers},
                 fatal=node.scanner.fatal,
-                ok=not any(c.node == node.name and not c.ok for c in self.checks)))
+                ok=not any(c.node == node.name and not c.ok for c in self.checks),
+                cpu_seconds=dict(node.cpu)))
 
     def summary(self, suite: str, report_path: Path, svg: Path, run_dir: Path) -> str:
         """The closing lines a suite prints: result, cleanup problems, where the evidence is."""
         lines = [f"\n{suite} {self.result} in {self.wall_seconds:.0f} s" + (f": {self.error}" if self.error else "")]
         if self.cleanup_problems:
             lines.append("cleanup problems: " + "; ".join(self.cleanup_problems))
+        for n in self.nodes:
+            if n.cpu_seconds:
+                steps = ", ".join(f"{kind} {cpu:.0f}" for kind, cpu in
+                                  sorted(n.cpu_seconds.items(), key=lambda item: item[1])
+                                  if kind in CPU_SUMMARY_MARKERS)
+                lines.append(f"guest CPU seconds {n.name}: {steps}")
         lines.append(f"report: {report_path}\ntimeline: {svg}\nrun directory: {run_dir}")
         return "\n".join(lines)
 
