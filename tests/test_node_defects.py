@@ -611,3 +611,19 @@ def test_resume_and_retry_phases_exist_in_real_kubeadm_1_20(rendered: dict[str, 
                                     text=True)
             assert result.returncode == 0 and "--config" in result.stdout, (command, phase, result.stderr)
             assert not re.search(r"^Available Commands:", result.stdout, re.M), f"{phase} is not a leaf phase"
+
+
+def test_joining_control_plane_ca_matches_its_pin(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    """check_ca_pin with the real openssl: the seed's ca.crt hashes to the caCertHashes of its kubeadm.yaml; another
+    cluster's CA fails the node with a marker."""
+    require_tool("openssl")
+    r = rendered["ha"]
+    kube, _ = _pki_node(tmp_path, r, "cp-2")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = functions(bootstrap(r, "cp-2")) + _harness(tmp_path, kube) + "check_ca_pin && echo PINNED\n"
+    assert "PINNED" in run_bash(program, bin_dir).stdout
+    (kube / "pki" / "ca.crt").write_text(rendered["single"].file("lab-cp-1", "/etc/kubernetes/pki/ca.crt"))
+    result = run_bash(program + "", bin_dir)
+    assert result.returncode == 1 and "PINNED" not in result.stdout
+    assert "reason=cluster-ca-does-not-match-ca-cert-hash" in (tmp_path / "state" / "bootstrap.failed").read_text()
