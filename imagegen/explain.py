@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from imagegen import kubeadm
+from imagegen import kubeadm, secretpolicy
 from imagegen.plan import Node, Plan
 from imagegen.profiles import FileSpec, Profile, load_profile
 from imagegen.render import _expand, _registry_node, node_context
 from imagegen.state import ClusterState
 from imagegen.versiontable import version_table
 
-# State items holding a key, and the secret group that unlocks each (mirrors render._state_item).
-_STATE_GROUPS = {"ca.key": "cluster-ca-keys", "front-proxy-ca.key": "cluster-ca-keys", "etcd/ca.key": "cluster-ca-keys",
-                 "sa.key": "cluster-ca-keys", "registry.key": "harbor"}
-_GENERATOR_GROUPS = {"kubeadm-init": ("bootstrap-token", "certificate-key"),
-                     "kubeadm-join-control-plane": ("bootstrap-token",), "kubeadm-join-worker": ("bootstrap-token",)}
-_TEMPLATE_SECRET_GROUPS = ("vrrp-password", "harbor")  # the groups templates see (render._secrets_for)
 _DEFAULT_REPOSITORIES = ("registry.k8s.io", "k8s.gcr.io")
 
 
@@ -36,13 +30,9 @@ class _Placeholders:
 
 
 def _groups(spec: FileSpec, profile: Profile) -> list[str]:
-    if spec.state:
-        return [_STATE_GROUPS[spec.state]] if spec.state in _STATE_GROUPS else []
-    if spec.generator:
-        return list(_GENERATOR_GROUPS.get(spec.generator, ()))
-    if spec.secret:
-        return [g for g in profile.secrets if g in _TEMPLATE_SECRET_GROUPS]
-    return []
+    return [g.value for g in secretpolicy.file_groups(state=spec.state, generator=spec.generator,
+                                                      secret_template=spec.secret and bool(spec.template),
+                                                      profile_groups=profile.secrets)]
 
 
 def _source(spec: FileSpec) -> str:

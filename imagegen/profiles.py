@@ -13,9 +13,8 @@ from typing import Any
 
 import yaml
 
+from imagegen import secretpolicy
 from imagegen.resources import data_dir
-
-SECRET_GROUPS = ("cluster-ca-keys", "bootstrap-token", "certificate-key", "vrrp-password", "harbor")
 
 
 @dataclass(frozen=True)
@@ -86,9 +85,8 @@ def _file_spec(path: Path, raw: dict[str, Any]) -> FileSpec:
     if len(sources) != 1:
         raise ProfileError(f"{path}: file {raw.get('path')} needs exactly one of template, generator, state")
     spec = FileSpec(**raw)
-    # Anything from the state directory other than a certificate or public key is a secret.
-    if spec.state and not spec.state.endswith((".crt", ".pub")):
-        spec = FileSpec(**{**raw, "secret": True, "mode": "0600"})
+    if spec.state and secretpolicy.state_item_is_secret(spec.state):
+        spec = FileSpec(**{**raw, "secret": True, "mode": secretpolicy.SECRET_MODE})
     return spec
 
 
@@ -115,9 +113,10 @@ def load_profile(role: str) -> Profile:
         files.extend(_file_spec(path, f) for f in data.get("files", []))
         packages.extend(p for p in data.get("packages", []) if p not in packages)
         for s in data.get("secrets", []):
-            if s not in SECRET_GROUPS:
-                raise ProfileError(f"{path}: unknown secret group {s!r}; known: {', '.join(SECRET_GROUPS)}")
-            secrets.append(s)
+            try:
+                secrets.append(secretpolicy.group(s).value)
+            except secretpolicy.SecretPolicyError as exc:
+                raise ProfileError(f"{path}: {exc}") from None
         for st in data.get("steps", []):
             steps.append(StepSpec(st) if isinstance(st, str) else StepSpec(**st))
 

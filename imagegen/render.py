@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from imagegen import channels, kubeadm
+from imagegen import channels, kubeadm, secretpolicy
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
@@ -42,50 +42,8 @@ class Artifact:
         return hashlib.sha256(self.data).hexdigest()
 
 
-# -- what each secret group exposes to templates and which state items it unlocks -------------------------------
-
 def _secrets_for(profile: Profile, state: ClusterState) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if "bootstrap-token" in profile.secrets:
-        out["bootstrap_token"] = state.bootstrap_token
-    if "certificate-key" in profile.secrets:
-        out["certificate_key"] = state.certificate_key
-    if "vrrp-password" in profile.secrets and state.vrrp_password:
-        out["vrrp_password"] = state.vrrp_password
-    if "harbor" in profile.secrets and state.harbor_admin_password and state.harbor_db_password:
-        out["harbor_admin_password"] = state.harbor_admin_password
-        out["harbor_db_password"] = state.harbor_db_password
-    return out
-
-
-def _state_item(name: str, profile: Profile, state: ClusterState) -> bytes:
-    public: dict[str, Callable[[], bytes | None]] = {
-        "ca.crt": lambda: state.ca.cert_pem,
-        "front-proxy-ca.crt": lambda: state.front_proxy_ca.cert_pem,
-        "etcd/ca.crt": lambda: state.etcd_ca.cert_pem,
-        "sa.pub": lambda: state.sa_pub,
-        "registry-ca.crt": lambda: state.registry_ca.cert_pem if state.registry_ca else None,
-        "registry.crt": lambda: state.registry_cert.cert_pem if state.registry_cert else None,
-    }
-    private: dict[str, tuple[str, Callable[[], bytes | None]]] = {
-        "ca.key": ("cluster-ca-keys", lambda: state.ca.key_pem),
-        "front-proxy-ca.key": ("cluster-ca-keys", lambda: state.front_proxy_ca.key_pem),
-        "etcd/ca.key": ("cluster-ca-keys", lambda: state.etcd_ca.key_pem),
-        "sa.key": ("cluster-ca-keys", lambda: state.sa_key),
-        "registry.key": ("harbor", lambda: state.registry_cert.key_pem if state.registry_cert else None),
-    }
-    if name in public:
-        data = public[name]()
-    elif name in private:
-        group, getter = private[name]
-        if group not in profile.secrets:
-            raise ValueError(f"profile {profile.name} asks for {name} without secret group {group}")
-        data = getter()
-    else:
-        raise ValueError(f"profile {profile.name}: unknown state item {name}")
-    if data is None:
-        raise ValueError(f"profile {profile.name}: state item {name} is not in the state")
-    return data
+    return secretpolicy.template_values(profile.secrets, state)
 
 
 def _yaml_documents(docs: list[dict]) -> bytes:
@@ -294,10 +252,11 @@ def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] 
             elif spec.generator:
                 content = _generate(spec.generator, plan, node, state, profile, ctx).decode()
             else:
-                content = _state_item(spec.state, profile, state).decode()
-            secret = spec.secret or spec.generator.startswith("kubeadm")
+                content = secretpolicy.state_item(spec.state, profile.secrets, state, profile.name).decode()
+            secret = spec.secret or secretpolicy.generator_is_secret(spec.generator)
             entry: dict[str, Any] = {"path": path, "owner": "root:root",
-                                     "permissions": "0600" if secret else spec.mode, "content": content}
+                                     "permissions": secretpolicy.SECRET_MODE if secret else spec.mode,
+                                     "content": content}
             if spec.append:
                 entry["append"] = True
             entries.append(entry)

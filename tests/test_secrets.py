@@ -70,3 +70,26 @@ def test_output_modes_and_no_secret_on_console(tmp_path: Path, capsys: pytest.Ca
         # guestinfo carries the user-data gzip+base64 encoded: as secret as the user-data.
         secret = path.endswith(("user-data", ".iso", "guestinfo.vmx", "govc-vm-change.sh")) or path == "admin.conf"
         assert mode == (0o600 if secret else 0o644), (path, oct(mode))
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_every_secret_reaches_only_roles_whose_profile_names_its_group(rendered: dict[str, Rendered],
+                                                                       plan_id: str) -> None:
+    """Driven by imagegen.secretpolicy's tables: any value of a group on a node means its profile names the group."""
+    from imagegen import secretpolicy
+    from imagegen.profiles import load_profile
+
+    r = rendered[plan_id]
+    values: dict[secretpolicy.SecretGroup, list[bytes]] = {g: [] for g in secretpolicy.SecretGroup}
+    for item in secretpolicy.STATE_ITEMS.values():
+        data = item.read(r.state)
+        if item.group is not None and data:
+            values[item.group].append(data)
+    for group, readers in secretpolicy.TEMPLATE_VALUES.items():
+        values[group] += [v.encode() for read in readers.values() if (v := read(r.state))]
+    for node in r.plan.nodes:
+        data = _node_bytes(r, node.name)
+        allowed = set(load_profile(node.role).secrets)
+        for group, secrets in values.items():
+            if any(s in data for s in secrets):
+                assert group.value in allowed, (node.name, group.value)
