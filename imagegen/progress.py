@@ -15,15 +15,19 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.clock = clock
-        self.start = clock()
-        self.step = max(1, total // 10)
+        # Timed from the first finished node, so the state's key generation before it does not skew the rate.
+        self.first: tuple[float, int] | None = None
+        self.step = max(1, -(-total // 10))
         self.width = 0
 
     def update(self, name: str, done: int) -> None:
-        elapsed = max(self.clock() - self.start, 1e-6)
-        rate = done / elapsed
-        left = (self.total - done) / rate if rate else 0.0
-        text = f"[{done}/{self.total}] {name}  {rate:.0f} nodes/s, {left:.0f} s left"
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, done)
+        elapsed = now - self.first[0]
+        rate = (done - self.first[1]) / elapsed if elapsed > 0 else 0.0
+        left = f"{(self.total - done) / rate:.0f} s left" if rate else "time left unknown"
+        text = f"[{done}/{self.total}] {name}  {rate:.0f} nodes/s, {left}"
         if self.tty:
             pad = max(0, self.width - len(text))
             self.width = len(text)
