@@ -1,4 +1,6 @@
-"""The Kubernetes version table (`profiles/versions.yaml`): newest patch per minor, kubeadm's etcd and CoreDNS tags.
+"""The Kubernetes version table: newest patch per minor, kubeadm's etcd and CoreDNS tags.
+
+`profiles/compat/kubernetes-versions.yaml`, beside the runtime/CNI version pairs (imagegen.compat).
 
 Data, not code: updating imagegen for a new patch release means editing one YAML line and its `updated` date.
 """
@@ -55,16 +57,17 @@ class VersionTable:
         if release is None or version.patch <= release.newest.patch:
             return None
         return (f"Kubernetes {version} is not in imagegen's version table (newest known {release.newest}, table "
-                f"updated {self.updated}); check that the release exists, or update profiles/versions.yaml")
+                f"updated {self.updated}); check that the release exists, or update "
+                "profiles/compat/kubernetes-versions.yaml")
 
 
 @cache
 def version_table() -> VersionTable:
-    data = yaml.safe_load((data_dir() / "profiles" / "versions.yaml").read_text())
+    data = yaml.safe_load((data_dir() / "profiles" / "compat" / "kubernetes-versions.yaml").read_text())
     minors = []
     for key, entry in data["minors"].items():
         newest = KubeVersion.parse(entry["newest"])
         if f"{newest.major}.{newest.minor}" != key:
-            raise ValueError(f"profiles/versions.yaml: {key} lists {newest}")
+            raise ValueError(f"profiles/compat/kubernetes-versions.yaml: {key} lists {newest}")
         minors.append(MinorRelease(newest.minor, newest, entry["source"], entry["etcd"], entry["coredns"]))
     return VersionTable(updated=str(data["updated"]), minors=tuple(sorted(minors, key=lambda m: m.minor)))
