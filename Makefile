@@ -16,7 +16,7 @@ CRI_DOCKERD ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' jsonschema jsonpatch configobj requests oauthlib netifaces
+	$(PY) -m pip install -q -e '.[dev,test]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -43,6 +43,7 @@ test-chroot: $(VENV)/.installed
 
 bench: $(VENV)/.installed deps
 	$(PY) benchmarks/bench_render.py
+	$(PY) benchmarks/bench_serve.py
 
 vm-deps: $(VENV)/.installed
 	bash tools/install-vm-deps.sh
