@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands defined in their own packages, registered explicitly: an import error is a bug to see, not a command
 # that silently disappears from --help.
-SUBCOMMAND_MODULES = ("imagegen.bundle.cli", "imagegen.image.cli", "imagegen.serve")
+SUBCOMMAND_MODULES = ("imagegen.bundle.cli", "imagegen.image.cli", "imagegen.serve", "imagegen.pxe")
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:

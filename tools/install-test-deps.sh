@@ -9,7 +9,7 @@ cache=${IMAGEGEN_CACHE:-$HOME/.cache/imagegen}
 need=()
 for tool in shellcheck:shellcheck isoinfo:genisoimage xorriso:xorriso nginx:nginx keepalived:keepalived \
             cloud-localds:cloud-image-utils systemd-analyze:systemd skopeo:skopeo mke2fs:e2fsprogs \
-            debugfs:e2fsprogs openssl:openssl; do
+            debugfs:e2fsprogs openssl:openssl dnsmasq:dnsmasq-base; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "${tool%%:*}" >/dev/null 2>&1 \
     || need+=("${tool#*:}")
 done
