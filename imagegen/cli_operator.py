@@ -128,7 +128,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         dns=tuple(args.dns or ()), first_ip=args.first_ip, ssh_keys=keys,
         kubernetes_version=args.kubernetes_version or "", runtime=args.runtime, cni=args.cni, distro=args.distro,
         image_repository=args.image_repository or "", registry_mirrors=tuple(args.registry_mirror or ()),
-        package_repository=args.package_repository or "")
+        package_repository=args.package_repository or "", cni_manifest=args.cni_manifest or "",
+        kube_vip_image=args.kube_vip_image or "")
     try:
         text = plan_text(options)
     except PlanError as exc:
@@ -231,6 +232,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     i.add_argument("--registry-mirror", action="append", metavar="URL", help="containerd mirror for docker.io, "
                                                                              "repeatable")
     i.add_argument("--package-repository", metavar="URL", help="Kubernetes apt repository mirror")
+    i.add_argument("--cni-manifest", metavar="URL|PATH", help="where nodes fetch the CNI manifest (default: the "
+                                                              "project's release on GitHub)")
+    i.add_argument("--kube-vip-image", metavar="IMAGE", help="kube-vip image, e.g. from your mirror (default: "
+                                                             "ghcr.io/kube-vip/kube-vip)")
     i.set_defaults(func=cmd_init)
 
     e = sub.add_parser("explain", help="what one node will do: role, addresses, steps, files, packages, images")

@@ -40,6 +40,8 @@ class InitOptions:
     image_repository: str = ""
     registry_mirrors: tuple[str, ...] = ()
     package_repository: str = ""
+    cni_manifest: str = ""
+    kube_vip_image: str = ""
 
 
 def _q(value: object) -> str:
@@ -133,6 +135,10 @@ def plan_text(o: InitOptions) -> str:
         lines += [f"    - {_q(m)}" for m in o.registry_mirrors]
     if o.package_repository:
         lines.append(f"  package_repository: {_q(o.package_repository)}")
+    if o.cni_manifest:
+        lines.append(f"  cni_manifest: {_q(o.cni_manifest)}   # nodes fetch the CNI manifest from here")
+    if o.kube_vip_image:
+        lines.append(f"  kube_vip_image: {_q(o.kube_vip_image)}")
     lines += ["endpoint:", f"  mode: {endpoint}"]
     if vip is not None:
         lines.append(f"  vip: {_q(str(vip))}   # a free address: no node, no DHCP lease")

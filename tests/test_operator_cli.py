@@ -35,7 +35,9 @@ WALKTHROUGH = ["--name", "prod", "--control-planes", "3", "--workers", "4", "--e
                "--vip", "10.20.0.10", "--network", "10.20.0.0/24", "--kubernetes-version", "1.33",
                "--runtime", "containerd", "--cni", "calico", "--distro", "ubuntu-24.04",
                "--image-repository", "registry.example.internal/k8s",
-               "--registry-mirror", "https://registry.example.internal/v2/dockerhub"]
+               "--registry-mirror", "https://registry.example.internal/v2/dockerhub",
+               "--cni-manifest", "https://files.example.internal/calico/v3.28.2/calico.yaml",
+               "--kube-vip-image", "registry.example.internal/kube-vip/kube-vip:v0.8.9"]
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -127,6 +129,7 @@ def test_init_walkthrough_validates_and_renders(tmp_path: Path) -> None:
                                                                          "kube-vip")
     assert [n.role for n in plan.nodes].count("control-plane") == 3 and len(plan.nodes) == 7
     assert c.image_repository == "registry.example.internal/k8s" and plan.ssh_authorized_keys
+    assert c.cni_manifest.startswith("https://files.example.internal/") and c.kube_vip_image.startswith("registry.")
     out, state = tmp_path / "out", tmp_path / "state"
     assert main(["render", str(plan_file), "--out", str(out), "--state", str(state), "--quiet"]) == 0
     assert (out / "seeds" / "cp-3.iso").is_file()
