@@ -26,11 +26,23 @@ def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def warn_unknown_version(plan: Plan) -> None:
+def plan_warnings(plan: Plan) -> list[str]:
+    """What may work but is outside what imagegen knows: a patch newer than the version table, and version pairs
+    (runtime, CNI) outside profiles/compat/version-pairs.yaml. Warnings, not errors: exit status stays 0."""
+    from imagegen.compat import compat_problems
+    from imagegen.errors import Problem
     from imagegen.versiontable import version_table
 
+    out = []
     warning = version_table().warning(plan.cluster.kubernetes_version)
     if warning:
+        out.append(warning)
+    out += [str(Problem(*p)) for p in compat_problems(plan)]
+    return out
+
+
+def warn_unknown_version(plan: Plan) -> None:
+    for warning in plan_warnings(plan):
         print(f"imagegen: warning: {warning}", file=sys.stderr)
 
 
@@ -172,8 +184,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from imagegen.cli import default_state_dir
     from imagegen.diffing import diff_output, diff_text
 
+    from imagegen.writer import check_output_dir, check_separate
+
     plan = load_checked(args.plan)
     state_dir = Path(args.state) if args.state else default_state_dir(plan)
+    # What render would refuse, diff refuses too (exit 2): both only read.
+    check_separate(Path(args.out), state_dir=state_dir, plan_file=Path(args.plan))
+    check_output_dir(Path(args.out))
     result = diff_output(plan, Path(args.out), state_dir,
                          accept_changed_identity=getattr(args, "accept_changed_identity", False),
                          files=getattr(args, "files", False))

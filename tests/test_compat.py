@@ -48,3 +48,13 @@ def test_supported_pairs_are_quiet() -> None:
                          "https://raw.githubusercontent.com/projectcalico/calico/v3.28.2/manifests/calico.yaml") == []
     assert pair_problems("1.34", "containerd", "ubuntu-24.04", "flannel", "x") == []
     assert pair_problems("1.34", "docker", "debian-12", "host-gw", "") == []
+
+
+def test_cli_prints_version_pair_warnings_and_still_succeeds(capsys) -> None:
+    from imagegen.cli import main
+
+    from .conftest import ROOT
+
+    assert main(["validate", str(ROOT / "examples" / "ha.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "imagegen: warning: cluster.cni_manifest: Calico v3.28.2 is tested with Kubernetes 1.27 to 1.30" in err
