@@ -395,3 +395,13 @@ def test_broken_state_file_is_exit_2_one_line(tmp_path: Path) -> None:
     result = run("render", KUBE_VIP, "--out", str(out), "--state", str(state))
     assert result.returncode == 2 and result.stderr.startswith("imagegen: --state ")
     assert "Errno" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_diff_refuses_what_render_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("keep")
+    assert main(["diff", KUBE_VIP, "--out", str(foreign), "--state", str(tmp_path / "s")]) == 2
+    assert "not an imagegen output" in capsys.readouterr().err
+    assert main(["diff", KUBE_VIP, "--out", str(tmp_path / "o"), "--state", str(tmp_path / "o" / "s")]) == 2
+    assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
