@@ -34,15 +34,22 @@ class ChannelError(ValueError):
 
 
 def gzip_base64(data: bytes) -> str:
-    return base64.b64encode(gzip.compress(data, compresslevel=9, mtime=0)).decode()
+    # zlib's default level: level 9 took twice the time for 1-2 % less on user-data (keys do not compress).
+    return base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode()
 
 
-def guestinfo(node: str, user_data: bytes, meta_data: bytes, network_config: bytes) -> dict[str, str]:
-    """The `guestinfo.*` keys for one node, network config inside the metadata."""
-    meta = yaml.safe_load(meta_data) or {}
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def guestinfo(node: str, user_data: bytes, meta_data: bytes | dict[str, str], network_config: bytes
+              ) -> dict[str, str]:
+    """The `guestinfo.*` keys for one node, network config inside the metadata (`meta_data` as the file's bytes
+    or, from the renderer, as the mapping it was written from)."""
+    meta = dict(meta_data) if isinstance(meta_data, dict) else (yaml.load(meta_data, Loader=_Loader) or {})
     meta["network"] = gzip_base64(network_config)
     meta["network.encoding"] = GUESTINFO_ENCODING
-    meta_text = yaml.safe_dump(meta, sort_keys=True, default_flow_style=False).encode()
+    meta_text = yaml.dump(meta, Dumper=_Dumper, sort_keys=True, default_flow_style=False).encode()
     keys = {
         "guestinfo.metadata": gzip_base64(meta_text),
         "guestinfo.metadata.encoding": GUESTINFO_ENCODING,

@@ -294,11 +294,13 @@ def render_meta_data(node: Node, cluster_id: str) -> bytes:
 def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifact]:
     user_data = render_user_data(plan, node, state)
     network_config = render_network_config(plan, node)
-    meta_data = render_meta_data(node, state.cluster_id or state.cluster_name)
+    cluster_id = state.cluster_id or state.cluster_name
+    meta_data = render_meta_data(node, cluster_id)
     seed = {"user-data": user_data, "meta-data": meta_data, "network-config": network_config}
     base = f"nodes/{node.name}"
     # VMware guestinfo carries the user-data (and so the node's secrets): 0600 like the user-data itself.
-    guestinfo = channels.guestinfo(node.name, user_data, meta_data, network_config)
+    meta = {"instance-id": instance_id(cluster_id, node), "local-hostname": node.name}
+    guestinfo = channels.guestinfo(node.name, user_data, meta, network_config)
     return {
         f"{base}/user-data": Artifact(user_data, 0o600),
         f"{base}/meta-data": Artifact(meta_data),
