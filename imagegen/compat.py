@@ -23,7 +23,8 @@ Warning_ = tuple[str, str, str, str]
 
 @cache
 def version_pairs() -> dict[str, Any]:
-    return yaml.safe_load((data_dir() / "profiles" / "compat" / "version-pairs.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load((data_dir() / "profiles" / "compat" / "version-pairs.yaml").read_text())
+    return data
 
 
 def _parse(version: str) -> tuple[int, ...]:

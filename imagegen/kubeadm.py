@@ -129,7 +129,8 @@ def _kube_proxy_configuration(plan: Plan) -> dict[str, Any]:
     return doc
 
 
-def init_documents(plan: Plan, node: Node, token: str, certificate_key: str, token_ttl: str) -> list[dict]:
+def init_documents(plan: Plan, node: Node, token: str, certificate_key: str, token_ttl: str
+                   ) -> list[dict[str, Any]]:
     rules = plan.cluster.rules
     init: dict[str, Any] = {
         "apiVersion": rules.kubeadm_api_version,
@@ -144,7 +145,8 @@ def init_documents(plan: Plan, node: Node, token: str, certificate_key: str, tok
     return [init, _cluster_configuration(plan), _kubelet_configuration(plan), _kube_proxy_configuration(plan)]
 
 
-def join_documents(plan: Plan, node: Node, token: str, ca_hash: str, control_plane: bool) -> list[dict]:
+def join_documents(plan: Plan, node: Node, token: str, ca_hash: str, control_plane: bool
+                   ) -> list[dict[str, Any]]:
     rules = plan.cluster.rules
     discovery: dict[str, Any] = {
         "bootstrapToken": {"apiServerEndpoint": plan.endpoint_hostport, "token": token,

@@ -46,7 +46,7 @@ def _secrets_for(profile: Profile, state: ClusterState) -> dict[str, str]:
     return secretpolicy.template_values(profile.secrets, state)
 
 
-def _yaml_documents(docs: list[dict]) -> bytes:
+def _yaml_documents(docs: list[dict[str, Any]]) -> bytes:
     return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000).encode()
 
 

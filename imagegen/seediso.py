@@ -39,14 +39,15 @@ class _FixedClock:
 @contextmanager
 def _fixed_clock() -> Iterator[None]:
     with _lock:
-        saved = [m.time for m in _PATCHED]
+        # pycdlib's modules import `time` as a module attribute; it is swapped, not typed, hence setattr.
+        saved = [getattr(m, "time") for m in _PATCHED]  # noqa: B009
         for m in _PATCHED:
-            m.time = _FixedClock()  # type: ignore[assignment]
+            setattr(m, "time", _FixedClock())  # noqa: B010
         try:
             yield
         finally:
             for m, t in zip(_PATCHED, saved, strict=False):
-                m.time = t
+                setattr(m, "time", t)  # noqa: B010
 
 
 def _iso9660_name(name: str, index: int) -> str:

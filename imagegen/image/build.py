@@ -328,11 +328,14 @@ def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFi
         if fmt is ImageFormat.RAW:
             timings["raw"] = 0.0
         elif fmt is ImageFormat.OVA:
-            timed("ova", lambda t=target: convert.pack_ova(
-                work / (spec.artefact_name + ImageFormat.VMDK.suffix), t, name=spec.artefact_name,
-                annotation=spec.description, capacity=layout.total, populated=populated))
+            def pack(t: Path = target) -> None:
+                convert.pack_ova(work / (spec.artefact_name + ImageFormat.VMDK.suffix), t, name=spec.artefact_name,
+                                 annotation=spec.description, capacity=layout.total, populated=populated)
+            timed("ova", pack)
         else:
-            timed(fmt.value, lambda f=fmt, t=target: convert.convert(raw, "raw", f, t, log))
+            def conv(f: ImageFormat = fmt, t: Path = target) -> None:
+                convert.convert(raw, "raw", f, t, log)
+            timed(fmt.value, conv)
         sizes[fmt.value] = target.stat().st_blocks * 512 if fmt is ImageFormat.RAW else target.stat().st_size
     if ImageFormat.RAW not in formats:
         raw.unlink()
