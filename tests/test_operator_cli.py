@@ -405,3 +405,10 @@ def test_diff_refuses_what_render_refuses(tmp_path: Path, capsys: pytest.Capture
     assert "not an imagegen output" in capsys.readouterr().err
     assert main(["diff", KUBE_VIP, "--out", str(tmp_path / "o"), "--state", str(tmp_path / "o" / "s")]) == 2
     assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
+
+
+def test_version_table_and_version_pairs_cover_the_same_minors() -> None:
+    from imagegen.compat import version_pairs
+
+    pairs = set(version_pairs()["containerd"]["recommended"])
+    assert {f"1.{m.minor}" for m in version_table().minors} == pairs
