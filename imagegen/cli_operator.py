@@ -96,7 +96,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         emit_json(problem_json(exc))
         print(f"imagegen: {exc.render()}", file=sys.stderr)
         return 2
-    emit_json({"plan": args.plan, "valid": True, "problems": [], **plan_json(plan)})
+    emit_json({"plan": args.plan, "valid": True, "problems": [], "warnings": plan_warnings(plan),
+               **plan_json(plan)})
     return 0
 
 
@@ -183,7 +184,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from imagegen.cli import default_state_dir
     from imagegen.diffing import diff_output, diff_text
-
     from imagegen.writer import check_output_dir, check_separate
 
     plan = load_checked(args.plan)

@@ -237,6 +237,7 @@ def test_validate_json_ok_and_invalid(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["validate", HA, "-o", "json"]) == 0
     ok = json.loads(capsys.readouterr().out)
     assert ok["valid"] is True and ok["problems"] == [] and set(ok) >= PLAN_KEYS
+    assert isinstance(ok["warnings"], list) and all(isinstance(w, str) for w in ok["warnings"])
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(HA).read_text().replace("kubernetes_version", "kubernetes_verison"))
     assert main(["validate", str(bad), "-o", "json"]) == 2
