@@ -120,3 +120,25 @@ def test_unknown_spec_lists_known_ones() -> None:
 def test_missing_bundle_dir_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--bundle"):
         load_spec("node", bundle=tmp_path / "absent")
+
+
+def test_role_services_are_off_at_boot_and_enabled_by_the_bootstrap() -> None:
+    from imagegen.image.content import customize_script
+
+    spec = load_spec("node")
+    assert set(spec.disabled_services) == {"docker.service", "docker.socket", "containerd.service",
+                                           "nginx.service", "keepalived.service"}
+    script = customize_script(spec)
+    assert ('chroot "$root" systemctl disable containerd.service docker.service docker.socket '
+            'keepalived.service nginx.service') in script
+    assert spec.identity()["disabled_services"] == list(spec.disabled_services)  # part of the cache key
+
+
+def test_bootstrap_enables_role_services_without_sysv_install() -> None:
+    """`systemctl enable` of a unit with an init script runs Debian's Perl update-rc.d and reloads systemd (68 s for
+    nginx + keepalived under TCG): the bootstrap adds wants links instead."""
+    text = (Path(__file__).resolve().parents[1] / "cloud-init" / "scripts" / "bootstrap.sh.j2").read_text()
+    assert 'systemctl --no-reload add-wants multi-user.target "$@"' in text
+    for unit in ("docker", "containerd", "nginx", "keepalived"):
+        assert f"systemctl enable {unit}" not in text and f"systemctl enable --now {unit}" not in text
+    assert "enable_units nginx.service keepalived.service" in text

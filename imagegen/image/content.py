@@ -129,12 +129,16 @@ def customize_script(spec: ImageSpec) -> str:
     """
     q = shlex.quote
     removes = "\n".join(f'rm -f "$root"{q(p)}' for p in spec.remove_files)
+    disables = (f'chroot "$root" systemctl disable {" ".join(q(s) for s in spec.disabled_services)}'
+                if spec.disabled_services else "")
     return f"""set -eu
 root="$1"
 staging="$2"
 bundle="${{3:-}}"
 cp -a "$staging"/. "$root"/
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service ssh.service
+# Role services (Docker, containerd, nginx, keepalived) start only on the nodes whose bootstrap enables them.
+{disables}
 # Rebuild the initramfs with fsck for ext4 (the staged FSTYPE): mmdebstrap made it before /etc/fstab existed.
 chroot "$root" update-initramfs -u -k all
 # Persistent journal: node preparation sizes it with a journald drop-in.

@@ -64,6 +64,8 @@ class ImageSpec:
     disk_size_gib: int
     formats: tuple[ImageFormat, ...]
     bundle: Path | None = None
+    # Installed for some roles, started only where a node's bootstrap enables them.
+    disabled_services: tuple[str, ...] = ()
 
     @property
     def artefact_name(self) -> str:
@@ -80,6 +82,7 @@ class ImageSpec:
             "packages": list(self.packages),
             "required_modules": list(self.required_modules),
             "remove_files": list(self.remove_files),
+            "disabled_services": list(self.disabled_services),
             "disk_size_gib": self.disk_size_gib,
         }
 
@@ -124,7 +127,7 @@ def parse_spec(data: object, *, kernel: str | None = None, bundle: Path | None =
     if not isinstance(data, dict):
         raise _problem("(document)", type(data).__name__, "must be a mapping", "see profiles/images/node.yaml")
     known_keys = {"name", "description", "suite", "mirror", "kernel", "disk_size_gib", "formats",
-                  "kernel_packages", "packages", "required_modules", "remove_files"}
+                  "kernel_packages", "packages", "required_modules", "remove_files", "disabled_services"}
     for key in data:
         if key not in known_keys:
             raise _problem(str(key), data[key], "unknown setting", f"use one of {', '.join(sorted(known_keys))}")
@@ -175,6 +178,8 @@ def parse_spec(data: object, *, kernel: str | None = None, bundle: Path | None =
         formats = parse_formats(",".join(str(f) for f in spec_formats))
 
     remove = _str_list(data, "remove_files", re.compile(r"^/[\w./@+-]+$"), required=False)
+    disabled = _str_list(data, "disabled_services", re.compile(r"^[\w@.-]+\.(service|socket|timer)$"),
+                         required=False)
     description = data.get("description", "")
     return ImageSpec(
         name=name,
@@ -185,6 +190,7 @@ def parse_spec(data: object, *, kernel: str | None = None, bundle: Path | None =
         packages=tuple(sorted(packages)),
         required_modules=tuple(sorted(set(_str_list(data, "required_modules", _MODULE_RE, required=False)))),
         remove_files=tuple(sorted(set(remove))),
+        disabled_services=tuple(sorted(set(disabled))),
         disk_size_gib=size,
         formats=formats,
         bundle=bundle,
