@@ -627,3 +627,33 @@ def test_joining_control_plane_ca_matches_its_pin(rendered: dict[str, Rendered],
     result = run_bash(program + "", bin_dir)
     assert result.returncode == 1 and "PINNED" not in result.stdout
     assert "reason=cluster-ca-does-not-match-ca-cert-hash" in (tmp_path / "state" / "bootstrap.failed").read_text()
+
+
+# -- pipefail: `producer | grep -q` fails when grep stops reading first ----------------------------------------
+
+@pytest.mark.parametrize("wanted", ["k8s.gcr.io/kube-apiserver:v1.20.2", "k8s.gcr.io/pause:3.2"])
+def test_image_present_survives_a_long_image_list(rendered: dict[str, Rendered], tmp_path: Path, wanted: str) -> None:
+    """cluster-test on containerd failed with images-missing-from-bundle for an image that was imported: grep -q
+    left the pipe early, ctr died of SIGPIPE and pipefail turned the match into a failure."""
+    r = rendered["ha"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake(bin_dir, "ctr", f'echo {wanted}\nfor i in $(seq 1 200000); do echo "sha256:$i"; done\n')
+    program = (f"set -uo pipefail\nCONTAINER_RUNTIME=containerd\n{functions(bootstrap(r, 'cp-1'))}\n"
+               f"image_present {wanted} && echo present || echo missing\n"
+               "image_present k8s.gcr.io/none:1 && echo present || echo missing\n")
+    out = run_bash(program, bin_dir).stdout.split()
+    assert out == ["present", "missing"]
+
+
+def test_join_error_classifier_reads_the_attempt_log(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    r = rendered["ha"]
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    program = (f"set -uo pipefail\nLOG_DIR={log_dir}\n{functions(bootstrap(r, 'worker-1'))}\n"
+               "join_error_is_final && echo final || echo retry\n")
+    log = log_dir / "join-attempt.log"
+    log.write_text("x\n" * 100000 + "error: does not yet contain a JWS signature for token ID abc, will try again\n")
+    assert run_bash(program, tmp_path).stdout.strip() == "retry"
+    log.write_text("x\n" * 100000 + "could not find a JWS signature in the cluster-info ConfigMap for token ID 'abc'\n")
+    assert run_bash(program, tmp_path).stdout.strip() == "final"
