@@ -569,7 +569,7 @@ def _cluster_state(plan: Plan, found: _Found) -> ClusterState:
         harbor_admin_password=found.secrets["harbor-admin-password"] if registry else None,
         harbor_db_password=found.secrets["harbor-db-password"] if registry else None,
         vrrp_password=found.secrets.get("vrrp-password") if "vrrp-password" in needed else None,
-        cluster_id=str(found.meta["cluster_id"]))
+        cluster_id=str(found.meta.get("cluster_id", "")))
 
 
 def ensure_state(state_dir: Path, plan: Plan, *, accept_changed_identity: bool = False,
