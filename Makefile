@@ -29,6 +29,7 @@ deps:
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check imagegen tests vm-tests benchmarks
+	$(VENV)/bin/mypy --strict imagegen
 
 test: $(VENV)/.installed deps lint
 	$(VENV)/bin/pytest -q

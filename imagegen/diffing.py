@@ -190,7 +190,8 @@ def compare(plan: Plan, out: Path, artifacts: dict[str, Artifact], note: str, fi
         if old is None:
             changes.append(NodeChange(node.name, node.role, "new", sorted(new_files), [], ids))
             continue
-        old_files = old.get("files") if isinstance(old.get("files"), dict) else {}
+        listed = old.get("files")
+        old_files: dict[str, Any] = listed if isinstance(listed, dict) else {}
         changed = sorted(p for p, a in new_files.items() if old_files.get(p) != a.sha256)
         changed += sorted(p for p in old_files if p not in new_files)
         status = "changed" if changed or old.get("role") != node.role else "unchanged"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
 class Progress:
     def __init__(self, total: int, stream: TextIO | None = None, *, tty: bool | None = None,
-                 clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty

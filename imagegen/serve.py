@@ -50,12 +50,14 @@ def load_output(out: Path) -> ServedOutput:
     """Read an imagegen render output once; refuse anything that is not one."""
     import json
 
-    from imagegen.writer import MANIFEST, MARKER_CONTENT, OUTPUT_MARKER
+    from imagegen.writer import MANIFEST, MARKER_NOTE, OUTPUT_MARKER
 
     out = Path(out)
-    marker = out / OUTPUT_MARKER
+    marker_path = out / OUTPUT_MARKER
     try:
-        is_output = marker.is_file() and marker.read_bytes() == MARKER_CONTENT
+        marker = json.loads(marker_path.read_bytes()) if marker_path.is_file() else None
+        is_output = isinstance(marker, dict) and marker.get("generator") == "imagegen" \
+            and marker.get("note") == MARKER_NOTE
         manifest = json.loads((out / MANIFEST).read_text()) if is_output else None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{out}: cannot read the render output ({exc}); run `imagegen render` first") from None
