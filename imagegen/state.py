@@ -479,7 +479,7 @@ def _tidy(root: Path, notify: Notify) -> None:
     mode = stat.S_IMODE(os.stat(root).st_mode)
     if mode & 0o077:
         os.chmod(root, 0o700)
-        loosened.insert(0, ".")
+        loosened.insert(0, "the directory itself")
     if loosened:
         shown = ", ".join(loosened[:5]) + (f" and {len(loosened) - 5} more" if len(loosened) > 5 else "")
         notify(f"--state {root}: removed group/other permissions from {shown} (state files are 0600, "

@@ -2,8 +2,8 @@
 
 Files are written into a temporary directory (0700) beside the output, then swapped in with renames, so a
 failure never leaves a half-written output directory behind. An existing output is replaced only when every
-file in it is one imagegen wrote: it carries the marker file `.imagegen-output` (or, for outputs made before the
-marker existed, an imagegen manifest.json) and holds nothing its manifest does not list.
+file in it is one imagegen wrote: the marker file `.imagegen-output` names imagegen and lists every file of the
+render (for outputs made before the marker existed, an imagegen manifest.json lists them).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,11 +25,11 @@ from imagegen.filelock import locked
 from imagegen.render import Artifact
 
 OUTPUT_MARKER = ".imagegen-output"
-MARKER_CONTENT = b'{"generator": "imagegen", "content": "render output, replaced as a whole by imagegen render"}\n'
+MARKER_NOTE = "written by imagegen render, which replaces this directory only while it holds just these files"
 MANIFEST = "manifest.json"
 DIR_MODE = 0o750  # every output directory, whatever the umask: no one else may add or replace a node's files
 _LEGACY_TOP = {"admin.conf", MANIFEST, "nodes", "seeds"}
-_MAX_MANIFEST = 64 << 20
+_MAX_JSON = 64 << 20
 
 
 def _absolute(out: Path | str) -> Path:
@@ -63,33 +63,46 @@ def _io_error(out: Path, exc: OSError, doing: str) -> Exception:
     return OSError(exc.errno, f"--out {out}: cannot {doing}: {exc.strerror}{where}")
 
 
-def _written_by_imagegen(out: Path) -> set[str]:
-    """The paths (files and directories, relative) a previous render wrote into `out`, from its manifest."""
-    marker = out / OUTPUT_MARKER
-    marked = (marker.is_file() and not marker.is_symlink() and marker.stat().st_size == len(MARKER_CONTENT)
-              and marker.read_bytes() == MARKER_CONTENT)
-    manifest_path = out / MANIFEST
+def marker_bytes(paths: Iterable[str]) -> bytes:
+    """The marker's content: imagegen's name and every file this render wrote (so the next render knows what
+    it may delete, whatever the manifest lists)."""
+    marker = {"generator": "imagegen", "note": MARKER_NOTE, "files": sorted(paths)}
+    return (json.dumps(marker, indent=0) + "\n").encode()
+
+
+def _read_json(path: Path) -> object:
+    """A plain file's JSON, or None (missing, a link, too large, not JSON)."""
     try:
-        if manifest_path.is_symlink() or manifest_path.stat().st_size > _MAX_MANIFEST:
-            raise ValueError("not a plain manifest")
-        manifest = json.loads(manifest_path.read_bytes())
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_JSON:
+            return None
+        return json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):
-        manifest = None
-    is_manifest = (isinstance(manifest, dict) and manifest.get("generator") == "imagegen"
-                   and isinstance(manifest.get("nodes"), list))
-    if not is_manifest:
-        if marked:
-            raise UsageError(f"--out {out}: an imagegen output whose {MANIFEST} is missing or unreadable, so "
-                             "imagegen cannot tell which files it wrote; remove the directory yourself or choose "
-                             "another --out")
-        raise UsageError(f"--out {out}: exists and is not an imagegen output (no {OUTPUT_MARKER} or imagegen "
-                         f"{MANIFEST}); choose a new or empty directory")
-    assert isinstance(manifest, dict)
-    files = {MANIFEST, OUTPUT_MARKER}
-    listed = [manifest.get("files")] + [n.get("files") for n in manifest["nodes"] if isinstance(n, dict)]
-    for group in listed:
-        if isinstance(group, dict):
-            files.update(p for p in group if isinstance(p, str))
+        return None
+
+
+def _written_by_imagegen(out: Path) -> set[str]:
+    """The paths (files and directories, relative) a previous render wrote into `out`: from its marker, or for
+    an output made before the marker existed, from its imagegen manifest.json."""
+    if os.path.lexists(out / OUTPUT_MARKER):
+        marker = _read_json(out / OUTPUT_MARKER)
+        if not (isinstance(marker, dict) and marker.get("generator") == "imagegen"
+                and isinstance(marker.get("files"), list) and all(isinstance(p, str) for p in marker["files"])):
+            raise UsageError(f"--out {out}: its {OUTPUT_MARKER} is not imagegen's (edited or corrupt), so imagegen "
+                             "cannot tell which files it wrote; remove the directory yourself or choose another "
+                             "--out")
+        files = set(marker["files"])
+    else:
+        manifest = _read_json(out / MANIFEST)
+        if not (isinstance(manifest, dict) and manifest.get("generator") == "imagegen"
+                and isinstance(manifest.get("nodes"), list)):
+            raise UsageError(f"--out {out}: exists and is not an imagegen output (no {OUTPUT_MARKER} or imagegen "
+                             f"{MANIFEST}); choose a new or empty directory")
+        files = {MANIFEST}
+        listed = [manifest.get("files")] + [n.get("files") for n in manifest["nodes"] if isinstance(n, dict)]
+        for group in listed:
+            if isinstance(group, dict):
+                files.update(p for p in group if isinstance(p, str))
+    files.add(OUTPUT_MARKER)
     written = set(files)
     for p in files:
         written.update(str(parent) for parent in Path(p).parents if str(parent) != ".")
@@ -315,7 +328,7 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
                 path = tmp / rel
                 _make_dirs(path.parent)
                 _write_file(path, artifact)
-            _write_file(tmp / OUTPUT_MARKER, Artifact(MARKER_CONTENT, 0o644))
+            _write_file(tmp / OUTPUT_MARKER, Artifact(marker_bytes(artifacts), 0o644))
             os.chmod(tmp, DIR_MODE)
         except OSError as exc:
             raise _io_error(out, exc, "write the new output") from exc

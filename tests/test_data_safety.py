@@ -20,9 +20,9 @@ import yaml
 
 from imagegen import writer
 from imagegen.cli import main
-from imagegen.writer import MARKER_CONTENT, OUTPUT_MARKER, lock_path
+from imagegen.writer import OUTPUT_MARKER, lock_path
 
-from .conftest import ROOT
+from .conftest import ROOT, plan_ids
 
 HA = ROOT / "examples" / "ha.yaml"
 
@@ -49,7 +49,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def rendered(template: Path, tmp_path: Path) -> tuple[Path, Path]:
+def output(template: Path, tmp_path: Path) -> tuple[Path, Path]:
     out, state = tmp_path / "out", tmp_path / "state"
     shutil.copytree(template / "out", out, symlinks=True)
     shutil.copytree(template / "state", state, symlinks=True)
@@ -62,13 +62,25 @@ def render(out: Path, state: Path, plan: Path = HA, *extra: str) -> int:
 
 # --- recognising an imagegen output ---------------------------------------------------------------------------
 
-def test_output_carries_the_marker_and_rerenders(rendered: tuple[Path, Path]) -> None:
-    out, state = rendered
-    assert (out / OUTPUT_MARKER).read_bytes() == MARKER_CONTENT
-    assert json.loads(MARKER_CONTENT)["generator"] == "imagegen"
+def test_output_carries_the_marker_and_rerenders(output: tuple[Path, Path]) -> None:
+    out, state = output
+    marker = json.loads((out / OUTPUT_MARKER).read_text())
+    assert marker["generator"] == "imagegen"
+    assert sorted(marker["files"]) == sorted(p for p in tree(out) if p != OUTPUT_MARKER)
     before = tree(out)
     assert render(out, state) == 0
     assert tree(out) == before
+
+
+@pytest.mark.parametrize("plan_id", plan_ids())
+def test_every_rendered_file_is_listed_in_the_manifest(plan_id: str, rendered) -> None:
+    """Outputs made before the marker are recognised by their manifest: it must list every file."""
+    r = rendered[plan_id]
+    manifest = json.loads(r.artifacts["manifest.json"].data)
+    listed = {"manifest.json", *manifest["files"]}
+    for node in manifest["nodes"]:
+        listed.update(node["files"])
+    assert set(r.artifacts) == listed
 
 
 def test_directory_with_a_foreign_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,26 +94,36 @@ def test_directory_with_a_foreign_manifest_is_refused(tmp_path: Path, capsys: py
     assert tree(bundle) == before and not (tmp_path / "state").exists()
 
 
-def test_marked_output_without_manifest_is_refused(rendered: tuple[Path, Path],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
-    (out / "manifest.json").unlink()
+@pytest.mark.parametrize("marker", [b"", b"{}", b'{"generator": "imagegen"}', b"\xff" * 10,
+                                    b'{"generator": "other", "files": []}'])
+def test_edited_marker_is_refused(marker: bytes, output: tuple[Path, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out, state = output
+    (out / OUTPUT_MARKER).write_bytes(marker)
     before = tree(out)
     assert render(out, state) == 2
     assert "cannot tell which files it wrote" in capsys.readouterr().err
     assert tree(out) == before
 
 
-def test_legacy_output_without_marker_is_accepted(rendered: tuple[Path, Path]) -> None:
-    out, state = rendered
+def test_marked_output_missing_some_files_is_replaced(output: tuple[Path, Path]) -> None:
+    out, state = output
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "seeds")
+    assert render(out, state) == 0
+    assert (out / "manifest.json").exists() and (out / "seeds" / "cp-1.iso").exists()
+
+
+def test_legacy_output_without_marker_is_accepted(output: tuple[Path, Path]) -> None:
+    out, state = output
     (out / OUTPUT_MARKER).unlink()
     assert render(out, state) == 0
-    assert (out / OUTPUT_MARKER).read_bytes() == MARKER_CONTENT
+    assert json.loads((out / OUTPUT_MARKER).read_text())["generator"] == "imagegen"
 
 
-def test_file_imagegen_did_not_write_is_never_deleted(rendered: tuple[Path, Path],
+def test_file_imagegen_did_not_write_is_never_deleted(output: tuple[Path, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
+    out, state = output
     (out / "notes.txt").write_text("mine")
     (out / "nodes" / "cp-1" / "extra.cfg").write_text("mine too")
     before = tree(out)
@@ -111,15 +133,15 @@ def test_file_imagegen_did_not_write_is_never_deleted(rendered: tuple[Path, Path
     assert tree(out) == before
 
 
-def test_symlink_inside_output_counts_as_foreign(rendered: tuple[Path, Path], tmp_path: Path) -> None:
-    out, state = rendered
+def test_symlink_inside_output_counts_as_foreign(output: tuple[Path, Path], tmp_path: Path) -> None:
+    out, state = output
     (out / "admin.conf").unlink()
     (out / "admin.conf").symlink_to(tmp_path / "elsewhere")
     assert render(out, state) == 2 and (out / "admin.conf").is_symlink()
 
 
-def test_files_of_a_removed_node_are_replaced(rendered: tuple[Path, Path], tmp_path: Path) -> None:
-    out, state = rendered
+def test_files_of_a_removed_node_are_replaced(output: tuple[Path, Path], tmp_path: Path) -> None:
+    out, state = output
     data = yaml.safe_load(HA.read_text())
     data["nodes"] = [n for n in data["nodes"] if n["name"] != "worker-2"]
     smaller = tmp_path / "smaller.yaml"
@@ -158,8 +180,8 @@ def test_nested_paths_are_refused_and_nothing_is_written(case: str, tmp_path: Pa
                     "state-inside-out-via-link": ["link"]}.get(case, []), left
 
 
-def test_state_inside_an_existing_output_is_refused(rendered: tuple[Path, Path]) -> None:
-    out, state = rendered
+def test_state_inside_an_existing_output_is_refused(output: tuple[Path, Path]) -> None:
+    out, state = output
     inner = out / "state"
     shutil.copytree(state, inner)
     before = tree(out)
@@ -169,9 +191,9 @@ def test_state_inside_an_existing_output_is_refused(rendered: tuple[Path, Path])
 
 # --- what --out and --state may be ------------------------------------------------------------------------------
 
-def test_out_symlink_is_refused_before_writing(tmp_path: Path, rendered: tuple[Path, Path],
+def test_out_symlink_is_refused_before_writing(tmp_path: Path, output: tuple[Path, Path],
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    real, state = rendered
+    real, state = output
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
     before = tree(real)
@@ -266,9 +288,9 @@ def test_immutable_parent_exit_2(tmp_path: Path, immutable, capsys: pytest.Captu
     assert names(tmp_path) == ["imm"]
 
 
-def test_immutable_output_exit_2_before_writing(rendered: tuple[Path, Path], immutable,
+def test_immutable_output_exit_2_before_writing(output: tuple[Path, Path], immutable,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
+    out, state = output
     immutable(out / "nodes" / "cp-1")
     before = tree(out)
     assert render(out, state) == 2
@@ -276,9 +298,9 @@ def test_immutable_output_exit_2_before_writing(rendered: tuple[Path, Path], imm
     assert tree(out) == before and names(out.parent) == ["out", "state"]
 
 
-def test_immutable_state_exit_2_when_it_must_be_written(rendered: tuple[Path, Path], tmp_path: Path, immutable,
+def test_immutable_state_exit_2_when_it_must_be_written(output: tuple[Path, Path], tmp_path: Path, immutable,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
+    out, state = output
     immutable(state / "bootstrap-token")
     assert main(["token", "rotate", "--state", str(state)]) == 2
     assert "cannot be written" in capsys.readouterr().err
@@ -328,9 +350,9 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_leftovers_of_interrupted_renders_are_removed(rendered: tuple[Path, Path],
+def test_leftovers_of_interrupted_renders_are_removed(output: tuple[Path, Path],
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
+    out, state = output
     parent = out.parent
     dead = _dead_pid()
     leftovers = [f".out.imagegen-tmp-{dead}-ab12cd34", f".out.imagegen-old-{dead}", f".out.old-{dead}",
@@ -347,8 +369,8 @@ def test_leftovers_of_interrupted_renders_are_removed(rendered: tuple[Path, Path
     assert sorted(n for n in names(parent) if n.startswith(".")) == sorted(keep)
 
 
-def test_legacy_leftover_of_a_live_process_is_kept(rendered: tuple[Path, Path]) -> None:
-    out, state = rendered
+def test_legacy_leftover_of_a_live_process_is_kept(output: tuple[Path, Path]) -> None:
+    out, state = output
     live = out.parent / f".out.old-{os.getpid()}"
     (live / "nodes").mkdir(parents=True)
     assert render(out, state) == 0
@@ -356,10 +378,10 @@ def test_legacy_leftover_of_a_live_process_is_kept(rendered: tuple[Path, Path]) 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_write_exits_128_plus_n_and_cleans_up(signum: int, rendered: tuple[Path, Path],
+def test_signal_during_write_exits_128_plus_n_and_cleans_up(signum: int, output: tuple[Path, Path],
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    out, state = rendered
+    out, state = output
     before = tree(out)
     real = writer._write_file
     calls = {"n": 0}
@@ -403,8 +425,8 @@ def test_sigterm_of_a_running_render(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_signal_during_the_swap_waits_for_it(rendered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    out, state = rendered
+def test_signal_during_the_swap_waits_for_it(output: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, state = output
     real = os.rename
 
     def signalling(src: object, dst: object) -> None:
@@ -419,9 +441,9 @@ def test_signal_during_the_swap_waits_for_it(rendered: tuple[Path, Path], monkey
     assert names(out.parent) == ["out", "state"]  # the old output is gone too, no leftovers
 
 
-def test_failed_swap_restores_the_previous_output(rendered: tuple[Path, Path],
+def test_failed_swap_restores_the_previous_output(output: tuple[Path, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    out, state = rendered
+    out, state = output
     before = tree(out)
     real = os.rename
     calls = {"n": 0}
@@ -440,8 +462,8 @@ def test_failed_swap_restores_the_previous_output(rendered: tuple[Path, Path],
 
 # --- the output lock ----------------------------------------------------------------------------------------------
 
-def test_render_waits_for_the_output_lock(rendered: tuple[Path, Path]) -> None:
-    out, state = rendered
+def test_render_waits_for_the_output_lock(output: tuple[Path, Path]) -> None:
+    out, state = output
     fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -473,8 +495,8 @@ def test_concurrent_renders_of_one_output_and_a_new_state(tmp_path: Path) -> Non
     assert render(out, state) == 0
 
 
-def test_dot_as_out_is_handled_by_name(rendered: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    out, state = rendered
+def test_dot_as_out_is_handled_by_name(output: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, state = output
     monkeypatch.chdir(out)
     assert main(["render", str(HA), "--out", ".", "--state", str(state), "--quiet"]) == 0
     assert (out / OUTPUT_MARKER).exists() and names(out.parent) == ["out", "state"]
