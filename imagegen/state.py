@@ -406,7 +406,9 @@ def _complete(root: Path, plan: Plan, found: _Found) -> bool:
             continue
         elif stem == "admin":
             assert issuer is not None
-            pair = pki.new_leaf(issuer, "kubernetes-admin", org="system:masters", client=True)
+            # From 1.29 kubeadm binds kubeadm:cluster-admins to cluster-admin through RBAC, so the operator's
+            # credential can be revoked; system:masters bypasses RBAC and cannot be.
+            pair = pki.new_leaf(issuer, "kubernetes-admin", org=plan.cluster.rules.admin_group, client=True)
         else:
             cn = {"ca": "kubernetes", "etcd/ca": "etcd-ca",
                   "registry-ca": f"{plan.cluster.name}-registry-ca"}.get(stem, stem)

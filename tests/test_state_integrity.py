@@ -436,3 +436,18 @@ def test_state_dir_modes_under_umask_000(tmp_path: Path, plan) -> None:
     for path in [tmp_path / "deep", *(tmp_path / "deep").rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {oct(mode)}"
+
+
+@pytest.mark.parametrize("version,group", [("1.34.2", "kubeadm:cluster-admins"), ("1.29.0", "kubeadm:cluster-admins"),
+                                           ("1.28.15", "system:masters")])
+def test_admin_certificate_group_follows_the_version(tmp_path: Path, base_plan: dict, version: str,
+                                                     group: str) -> None:
+    from cryptography.x509.oid import NameOID
+
+    from imagegen.plan import parse_plan
+    from imagegen.state import ensure_state
+
+    base_plan["cluster"]["kubernetes_version"] = version
+    state = ensure_state(tmp_path / "state", parse_plan(base_plan))
+    orgs = [a.value for a in state.admin.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    assert orgs == [group]
