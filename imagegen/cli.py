@@ -49,7 +49,7 @@ def _note(message: str) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     from imagegen.cli_operator import cmd_diff, load_checked, render_summary
     from imagegen.progress import Progress
-    from imagegen.render import render_cluster
+    from imagegen.render import RenderStats, iter_render
     from imagegen.state import check_state_dir, open_state
     from imagegen.writer import check_output_dir, check_separate, locked_output, write_tree
 
@@ -73,17 +73,16 @@ def cmd_render(args: argparse.Namespace) -> int:
             _note(f"removed {len(leftovers)} leftover(s) of interrupted renders beside {out}")
         with open_state(state_dir, plan, accept_changed_identity=args.accept_changed_identity,
                         notify=lambda m: _note(f"warning: {m}")) as state:
-            artifacts = render_cluster(plan, state, progress)
-            write_tree(out, artifacts)
+            # Streamed: each node's files are written and dropped, so memory stays flat with the cluster's size.
+            stats = RenderStats()
+            write_tree(out, stats.count(iter_render(plan, state, progress)))
     if args.output == "json":
         import json
 
-        print(json.dumps(render_summary(plan, artifacts, out, state_dir), indent=2))
+        print(json.dumps(render_summary(plan, stats, out, state_dir), indent=2))
     elif not args.quiet:
-        seeds = sum(1 for p in artifacts if p.startswith("seeds/"))
-        size = sum(len(a.data) for a in artifacts.values())
-        print(f"rendered {plan.cluster.name}: {len(plan.nodes)} nodes, {seeds} seed ISOs, "
-              f"{len(artifacts)} files, {size / 1024:.0f} KiB -> {out}")
+        print(f"rendered {plan.cluster.name}: {len(plan.nodes)} nodes, {stats.seeds} seed ISOs, "
+              f"{stats.files} files, {stats.bytes / 1024:.0f} KiB -> {out}")
         for node in plan.nodes:
             print(f"  {node.name:<20} {node.role:<14} {node.ip!s:<15} {out}/seeds/{node.name}.iso")
         print(f"  admin kubeconfig: {out}/admin.conf   state: {state_dir}")

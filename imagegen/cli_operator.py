@@ -8,10 +8,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import PlanError, UsageError
 from imagegen.plan import Plan, load_plan
+
+if TYPE_CHECKING:
+    from imagegen.render import RenderStats
 
 OUTPUT_FORMATS = ("text", "json")
 PLAN_HELP = "the cluster plan (YAML); '-' reads it from standard input"
@@ -112,11 +115,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_summary(plan: Plan, artifacts: dict[str, Any], out: Path, state_dir: Path) -> dict[str, Any]:
+def render_summary(plan: Plan, stats: RenderStats, out: Path, state_dir: Path) -> dict[str, Any]:
     return {
         "cluster": plan.cluster.name, "out": str(out), "state": str(state_dir),
-        "files": len(artifacts), "bytes": sum(len(a.data) for a in artifacts.values()),
-        "seeds": sum(1 for p in artifacts if p.startswith("seeds/")),
+        "files": stats.files, "bytes": stats.bytes, "seeds": stats.seeds,
         "admin_kubeconfig": str(out / "admin.conf"),
         "nodes": [{"name": n.name, "role": n.role, "ip": str(n.ip), "seed": str(out / "seeds" / f"{n.name}.iso")}
                   for n in plan.nodes],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from imagegen import channels, kubeadm, secretpolicy
+from imagegen import channels, kubeadm, registries, secretpolicy
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
@@ -80,41 +80,6 @@ def kernel_modules(plan: Plan) -> tuple[str, ...]:
     return tuple(mods)
 
 
-def _registry_node(plan: Plan) -> Node | None:
-    return next((n for n in plan.nodes if n.role == "registry"), None)
-
-
-def _registry_hosts(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """containerd certs.d entries: (all hosts.toml entries, private registries needing the registry CA)."""
-    c = plan.cluster
-    private: list[dict[str, Any]] = []
-    harbor = plan.registry.hostname if plan.registry and _registry_node(plan) else ""
-    ca_path = f"/etc/containerd/certs.d/{harbor}/ca.crt"
-    if harbor:
-        private.append({"host": harbor})
-    hosts: dict[str, dict[str, Any]] = {}
-
-    def mirror_of(host: str, server: str) -> dict[str, Any]:
-        return hosts.setdefault(host, {"host": host, "server": server, "mirrors": []})
-
-    for url in c.registry_mirrors:
-        mirror_of("docker.io", "https://registry-1.docker.io")["mirrors"].append(
-            {"url": url, "capabilities": ["pull", "resolve"], "override_path": False, "ca": ""})
-    if harbor and plan.registry and plan.registry.use_as_mirror:
-        # Harbor proxy-cache projects named after the upstream: dockerhub and k8s (see README).
-        for host, server, project in (("docker.io", "https://registry-1.docker.io", "dockerhub"),
-                                      (c.image_repository.split("/")[0], "https://" + c.image_repository.split("/")[0],
-                                       "k8s")):
-            mirror_of(host, server)["mirrors"].insert(0, {
-                "url": f"https://{harbor}/v2/{project}", "capabilities": ["pull", "resolve"],
-                "override_path": True, "ca": ca_path})
-    if harbor:
-        mirror_of(harbor, f"https://{harbor}")["mirrors"].append(
-            {"url": f"https://{harbor}", "capabilities": ["pull", "resolve", "push"], "override_path": False,
-             "ca": ca_path})
-    return [hosts[h] for h in sorted(hosts)], private
-
-
 def _docker_daemon(plan: Plan) -> dict[str, Any]:
     d = plan.cluster.docker
     daemon: dict[str, Any] = {
@@ -125,11 +90,12 @@ def _docker_daemon(plan: Plan) -> dict[str, Any]:
         "live-restore": True,
         "data-root": d.data_root,
     }
-    mirrors = list(d.registry_mirrors) or list(plan.cluster.registry_mirrors)
+    mirrors = registries.docker_mirrors(plan)
     if mirrors:
         daemon["registry-mirrors"] = mirrors
-    if d.insecure_registries:
-        daemon["insecure-registries"] = list(d.insecure_registries)
+    insecure = list(dict.fromkeys([*d.insecure_registries, *registries.docker_mirror_tls(plan)[1]]))
+    if insecure:
+        daemon["insecure-registries"] = insecure
     # Docker's bridge would NAT pod traffic of a CNI network it does not know about.
     if plan.cluster.cni == "host-gw":
         daemon["bridge"] = "none"
@@ -161,7 +127,7 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
     distro = load_distro(plan.cluster.distro)
     cps = plan.control_planes
     lbs = plan.load_balancers
-    hosts, private = _registry_hosts(plan)
+    hosts, private = registries.registry_hosts(plan)
     rules = plan.cluster.rules
     ctx: dict[str, Any] = {
         "plan": plan, "node": node, "cluster": plan.cluster, "endpoint": plan.endpoint, "network": plan.network,
@@ -171,9 +137,11 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
         "pause_image": kubeadm.pause_image(plan),
         "docker_daemon": _docker_daemon(plan),
         "host_gw_conflist": _host_gw_conflist(plan, node),
-        "registry_node": _registry_node(plan),
+        "registry_node": registries.registry_node(plan),
         "registry_hosts": hosts,
         "private_registries": private,
+        "mirror_cas": registries.mirror_cas(plan),
+        "docker_mirror_cas": registries.docker_mirror_tls(plan)[0],
         "vrrp_router_id": int(hashlib.sha256(plan.cluster.name.encode()).hexdigest(), 16) % 255 + 1,
         "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
         "secrets": _secrets_for(profile, state),
@@ -311,30 +279,51 @@ def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifa
     }
 
 
-def render_cluster(plan: Plan, state: ClusterState,
-                   progress: Callable[[Node, int, int], None] | None = None) -> dict[str, Artifact]:
-    out: dict[str, Artifact] = {}
+def iter_render(plan: Plan, state: ClusterState,
+                progress: Callable[[Node, int, int], None] | None = None) -> Iterator[tuple[str, Artifact]]:
+    """Every artefact of the cluster, node by node, then admin.conf and manifest.json. Consumed as it comes (the
+    CLI streams it to the writer), a render holds one node's files at a time: memory does not grow with the
+    cluster. Only the manifest's hashes are kept."""
+    owned: dict[str, dict[str, str]] = {}
     for i, node in enumerate(plan.nodes):
-        out.update(render_node(plan, node, state))
+        files = render_node(plan, node, state)
+        owned[node.name] = {p: a.sha256 for p, a in sorted(files.items())}
+        yield from sorted(files.items())
+        del files
         if progress:
             progress(node, i + 1, len(plan.nodes))
-    out["admin.conf"] = Artifact(admin_kubeconfig(plan, state), 0o600)
-    out["manifest.json"] = Artifact(render_manifest(plan, state, out))
-    return out
+    admin = Artifact(admin_kubeconfig(plan, state), 0o600)
+    yield "admin.conf", admin
+    yield "manifest.json", Artifact(render_manifest(plan, state, owned, admin.sha256))
 
 
-def render_manifest(plan: Plan, state: ClusterState, files: dict[str, Artifact]) -> bytes:
+@dataclass
+class RenderStats:
+    """Counted while a render streams past (the CLI's summary), so nothing has to be kept."""
+
+    files: int = 0
+    bytes: int = 0
+    seeds: int = 0
+
+    def count(self, items: Iterable[tuple[str, Artifact]]) -> Iterator[tuple[str, Artifact]]:
+        for path, artifact in items:
+            self.files += 1
+            self.bytes += len(artifact.data)
+            self.seeds += path.startswith("seeds/") and path.endswith(".iso")
+            yield path, artifact
+
+
+def render_cluster(plan: Plan, state: ClusterState,
+                   progress: Callable[[Node, int, int], None] | None = None) -> dict[str, Artifact]:
+    return dict(iter_render(plan, state, progress))
+
+
+def render_manifest(plan: Plan, state: ClusterState, owned: dict[str, dict[str, str]], admin_sha256: str) -> bytes:
+    """`owned`: node name -> {path: sha256} of the files rendered for that node."""
     nodes = []
-    by_node: dict[str, dict[str, str]] = {}
-    for p, a in sorted(files.items()):
-        if p.startswith("nodes/"):
-            by_node.setdefault(p.split("/")[1], {})[p] = a.sha256
-        elif p.startswith("seeds/"):
-            by_node.setdefault(p[len("seeds/"):-len(".iso")], {})[p] = a.sha256
     for node in plan.nodes:
-        owned = by_node.get(node.name, {})
         nodes.append({"name": node.name, "role": node.role, "ip": str(node.ip), "mac": node.mac,
-                      "secrets": list(load_profile(node.role).secrets), "files": owned})
+                      "secrets": list(load_profile(node.role).secrets), "files": owned.get(node.name, {})})
     manifest = {
         "generator": "imagegen",
         "cluster": plan.cluster.name,
@@ -345,6 +334,6 @@ def render_manifest(plan: Plan, state: ClusterState, files: dict[str, Artifact])
                      "address": str(plan.endpoint_address), "port": plan.endpoint.port},
         "discovery_hash": state.discovery_hash,
         "nodes": nodes,
-        "files": {"admin.conf": files["admin.conf"].sha256},
+        "files": {"admin.conf": admin_sha256},
     }
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()

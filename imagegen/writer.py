@@ -308,15 +308,25 @@ def _write_file(path: Path, artifact: Artifact) -> None:
     os.chmod(path, artifact.mode)  # not subject to the umask
 
 
-def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
+def _check_relative(rel: str) -> None:
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts or rel == OUTPUT_MARKER:
+        raise ValueError(f"refusing to write outside the output: {rel}")
+
+
+def write_tree(out: Path, artifacts: Mapping[str, Artifact] | Iterable[tuple[str, Artifact]]) -> None:
     """Replace `out` by exactly `artifacts` plus the marker. Hold `locked_output(out)` around it when other
-    renders of the same --out may run."""
+    renders of the same --out may run. `artifacts` may be a stream of (path, artefact) pairs
+    (render.iter_render): each is written as it comes and dropped, so memory stays flat whatever the cluster's
+    size; a bad path or a failure midway removes the temporary directory and leaves `out` as it was."""
     out = _absolute(out)
     check_output_dir(out)
-    for rel in artifacts:
-        parts = Path(rel).parts
-        if not parts or Path(rel).is_absolute() or ".." in parts or rel == OUTPUT_MARKER:
-            raise ValueError(f"refusing to write outside the output: {rel}")
+    if isinstance(artifacts, Mapping):
+        for rel in artifacts:
+            _check_relative(rel)
+        items: Iterable[tuple[str, Artifact]] = sorted(artifacts.items())
+    else:
+        items = artifacts
     try:
         _make_dirs(out.parent)
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))  # 0700 until complete
@@ -324,11 +334,14 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact]) -> None:
         raise _io_error(out, exc, "create a temporary directory beside it") from exc
     try:
         try:
-            for rel, artifact in sorted(artifacts.items()):
+            written: list[str] = []
+            for rel, artifact in items:
+                _check_relative(rel)
                 path = tmp / rel
                 _make_dirs(path.parent)
                 _write_file(path, artifact)
-            _write_file(tmp / OUTPUT_MARKER, Artifact(marker_bytes(artifacts), 0o644))
+                written.append(rel)
+            _write_file(tmp / OUTPUT_MARKER, Artifact(marker_bytes(written), 0o644))
             os.chmod(tmp, DIR_MODE)
         except OSError as exc:
             raise _io_error(out, exc, "write the new output") from exc
