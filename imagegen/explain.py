@@ -11,7 +11,8 @@ from typing import Any, cast
 from imagegen import kubeadm, secretpolicy
 from imagegen.plan import Node, Plan
 from imagegen.profiles import FileSpec, Profile, load_profile
-from imagegen.render import _expand, _registry_node, node_context
+from imagegen.registries import registry_node
+from imagegen.render import _expand, node_context
 from imagegen.state import ClusterState
 from imagegen.versiontable import version_table
 
@@ -74,7 +75,7 @@ def _image_source(plan: Plan, image: str) -> str:
     if plan.bundle.source in ("disk", "image") and not image.startswith(plan.cluster.kube_vip_image):
         return f"bundle ({plan.bundle.source}); pulled from {image.split('/')[0]} only if the bundle lacks it"
     host = image.split("/")[0]
-    registry = _registry_node(plan)
+    registry = registry_node(plan)
     if registry and plan.registry and plan.registry.use_as_mirror and host == \
             plan.cluster.image_repository.split("/")[0]:
         return f"{host} through Harbor {plan.registry.hostname} (proxy cache)"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -28,6 +29,9 @@ PROXY_MODES = ("ipvs", "iptables")
 ENDPOINT_MODES = ("load-balancer", "kube-vip", "single")
 DISTROS = ("debian-12", "ubuntu-22.04", "ubuntu-24.04")
 BUNDLE_SOURCES = ("online", "disk", "image")
+# Platforms whose user-data size limit a plan may ask render to enforce (imagegen.userdata holds the limits).
+PLATFORMS = ("ec2", "openstack", "azure", "gce")
+MIRROR_CA_MAX_BYTES = 1 << 20
 
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline ("cp-1\n").
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -75,6 +79,17 @@ class DockerSettings:
 
 
 @dataclass(frozen=True)
+class RegistryMirror:
+    """Where nodes pull one registry's images from: `cluster.mirrors.<host>` (or `registry_mirrors`, docker.io)."""
+
+    host: str                       # the upstream registry as images name it, HOST[:PORT]: docker.io, ghcr.io
+    endpoints: tuple[str, ...]      # mirror URLs, tried in order before the upstream
+    ca_file: str = ""               # as written in the plan (the operator's machine)
+    ca_pem: str = ""                # its certificates, read when the plan is loaded
+    skip_verify: bool = False
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     kubernetes_version: KubeVersion
@@ -103,6 +118,11 @@ class Cluster:
     registry_mirrors: tuple[str, ...]
     etcd_snapshot_retention: int
     component_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    mirrors: tuple[RegistryMirror, ...] = ()
+    platform_limits: tuple[str, ...] = ()
+
+    def mirror_for(self, host: str) -> RegistryMirror | None:
+        return next((m for m in self.mirrors if m.host == host), None)
 
     def args_for(self, component: str) -> dict[str, str]:
         return dict(dict(self.component_args).get(component, ()))
@@ -224,8 +244,10 @@ def _suggest(value: object, options: tuple[str, ...] | list[str], fallback: str 
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, base: Path | None = None) -> None:
         self.problems: list[Problem] = []
+        # Relative file names in the plan (cluster.mirrors.*.ca_file) are read from the plan's directory.
+        self.base = base or Path.cwd()
 
     def add(self, path: str, value: object, message: str, fix: str = "") -> None:
         self.problems.append(Problem(path, value, message, fix))
@@ -419,9 +441,11 @@ _CLUSTER = {"name": True, "kubernetes_version": True, "container_runtime": False
             "timezone": False, "ntp_servers": False, "token_ttl": False, "certificate_signing_duration": False,
             "skip_addons": False, "ignore_preflight_errors": False, "kube_vip_image": False,
             "etcd_image_tag": False, "sysctl": False, "journald": False, "docker": False, "registry_mirrors": False,
-            "etcd_snapshot_retention": False, "component_args": False}
+            "etcd_snapshot_retention": False, "component_args": False,
+            "mirrors": False, "platform_limits": False}
 _DOCKER = {"registry_mirrors": False, "insecure_registries": False, "data_root": False, "log_max_size": False,
            "log_max_file": False}
+_MIRROR = {"endpoints": True, "ca_file": False, "skip_verify": False}
 _ENDPOINT = {"mode": True, "vip": False, "port": False, "name": False}
 _NETWORK = {"cidr": True, "gateway": True, "dns": False, "interface": False}
 _NODE = {"name": True, "role": True, "ip": True, "mac": True, "generation": False}
@@ -481,7 +505,8 @@ def parse_plan_text(text: str, source: str = "plan") -> Plan:
 
 
 def parse_plan(data: dict[str, Any], source: str = "plan") -> Plan:
-    r = _Reader()
+    plan_file = Path(source)
+    r = _Reader(plan_file.resolve().parent if source != "-" and plan_file.is_file() else None)
     top = r.section(data, "", _TOP)
     cluster = _parse_cluster(r, top.get("cluster", MISSING))
     endpoint = _parse_endpoint(r, top.get("endpoint", MISSING))
@@ -558,6 +583,12 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
     journald = _parse_journald(r, c.get("journald", MISSING))
     docker = _parse_docker(r, c.get("docker", MISSING))
     mirrors = r.string_list(c, "registry_mirrors", "cluster.registry_mirrors", values.url)
+    by_registry = _parse_mirrors(r, c.get("mirrors", MISSING), mirrors)
+    platforms = r.string_list(c, "platform_limits", "cluster.platform_limits")
+    for i, platform in enumerate(platforms):
+        if platform not in PLATFORMS:
+            r.add(f"cluster.platform_limits[{i}]", platform, "is not a platform with a known user-data limit",
+                  _suggest(platform, PLATFORMS, f"use {', '.join(PLATFORMS)}"))
     retention = r.integer(c, "etcd_snapshot_retention", "cluster.etcd_snapshot_retention", 7, 1, 365)
     component_args = _parse_component_args(r, c.get("component_args", MISSING))
     if name is None or version is None or pod is None or svc is None:
@@ -571,7 +602,7 @@ def _parse_cluster(r: _Reader, data: object) -> Cluster | None:
                    certificate_signing_duration=signing, skip_addons=skip, ignore_preflight_errors=ignore,
                    kube_vip_image=kube_vip_image, etcd_image_tag=etcd_tag, sysctl=sysctl, journald=journald,
                    docker=docker, registry_mirrors=mirrors, etcd_snapshot_retention=retention,
-                   component_args=component_args)
+                   component_args=component_args, mirrors=by_registry, platform_limits=tuple(dict.fromkeys(platforms)))
 
 
 COMPONENTS = ("apiserver", "controller-manager", "scheduler", "etcd")
@@ -585,6 +616,60 @@ def _url_or_path_or_none(value: str) -> values.Verdict:
 
 def _or_empty(check: Callable[[str], values.Verdict]) -> Callable[[str], values.Verdict]:
     return lambda value: check(value) if value else None
+
+
+def _parse_mirrors(r: _Reader, data: object, docker_io: tuple[str, ...]) -> tuple[RegistryMirror, ...]:
+    """cluster.mirrors: registry host -> {endpoints, ca_file, skip_verify}; `registry_mirrors` is docker.io's
+    shorthand (endpoints only). Sorted by host, so the rendered order never depends on the plan's."""
+    out: dict[str, RegistryMirror] = {}
+    if docker_io:
+        out["docker.io"] = RegistryMirror("docker.io", docker_io)
+    if data is MISSING or data is None:
+        return tuple(out.values())
+    if not isinstance(data, dict):
+        r.add("cluster.mirrors", data, "must be a mapping of registry host to its mirror",
+              "e.g. {docker.io: {endpoints: ['https://mirror.example.internal']}}")
+        return tuple(out.values())
+    for host, item in data.items():
+        path = f"cluster.mirrors.{host}"
+        if not isinstance(host, str) or (verdict := values.registry_name(host)) is not None:
+            r.add(path, host, *(verdict or ("is not a registry host", "")))
+            continue
+        if host in out:
+            r.add(path, host, "is also given by cluster.registry_mirrors (docker.io's shorthand)",
+                  "move those URLs into cluster.mirrors.docker.io.endpoints and drop registry_mirrors")
+            continue
+        m = r.section(item, path, _MIRROR)
+        if not m:
+            continue
+        endpoints = r.string_list(m, "endpoints", f"{path}.endpoints", values.url)
+        if "endpoints" in m and not endpoints and isinstance(m["endpoints"], list) and not m["endpoints"]:
+            r.add(f"{path}.endpoints", [], "is empty", "list at least one mirror URL")
+        skip = r.boolean(m, "skip_verify", f"{path}.skip_verify", False)
+        ca_file = r.checked(m, "ca_file", f"{path}.ca_file", "", _or_empty(values.local_file_name))
+        pem = _read_ca(r, f"{path}.ca_file", ca_file) if ca_file else ""
+        if endpoints:
+            out[host] = RegistryMirror(host, endpoints, ca_file, pem, skip)
+    return tuple(out[h] for h in sorted(out))
+
+
+def _read_ca(r: _Reader, path: str, name: str) -> str:
+    """The PEM certificates of a mirror's CA file, read on the operator's machine when the plan is loaded."""
+    file = r.base / name
+    fix = "give the path of a PEM file of CA certificates (relative paths are read from the plan's directory)"
+    try:
+        if file.stat().st_size > MIRROR_CA_MAX_BYTES:
+            r.add(path, name, f"is larger than {MIRROR_CA_MAX_BYTES} bytes", fix)
+            return ""
+        data = file.read_bytes()
+    except OSError as exc:
+        r.add(path, name, f"cannot be read: {exc.strerror}", fix)
+        return ""
+    verdict = values.pem_certificates(data)
+    if verdict is not None:
+        r.add(path, name, *verdict)
+        return ""
+    return data.decode("ascii")
 
 
 def _parse_component_args(r: _Reader, data: object) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
@@ -811,6 +896,8 @@ def _cross_checks(r: _Reader, p: _Parsed) -> None:
         _check_endpoint(r, p.endpoint, p.nodes, p.nodes_complete)
     if p.nodes_complete:
         _check_registry(r, p.nodes, p.registry)
+        if p.cluster is not None:
+            _check_mirrors(r, p.cluster, p.nodes, p.registry)
         if p.cluster is not None and p.cluster.cni == "host-gw":
             count = sum(1 for n in p.nodes if n.is_kubernetes)
             if p.cluster.pod_cidr.prefixlen > 24 - _bits_for(count):
@@ -931,6 +1018,20 @@ def _check_registry(r: _Reader, nodes: tuple[Node, ...], registry: Registry | No
         r.add("registry.use_as_mirror", True, "needs a node with role registry", "add one or set it to false")
 
 
+def _check_mirrors(r: _Reader, c: Cluster, nodes: tuple[Node, ...], registry: Registry | None) -> None:
+    if registry is not None and any(n.role == "registry" for n in nodes) and c.mirror_for(registry.hostname):
+        r.add(f"cluster.mirrors.{registry.hostname}", MISSING, "is the plan's own registry; imagegen writes its "
+              "configuration", "drop this entry (use registry.use_as_mirror for Harbor's proxy caches)")
+    docker_io = c.mirror_for("docker.io")
+    if c.container_runtime != "docker" or docker_io is None or c.docker.registry_mirrors:
+        return
+    for i, url in enumerate(docker_io.endpoints):
+        if urlsplit(url).path not in ("", "/"):
+            where = "cluster.registry_mirrors" if c.registry_mirrors else "cluster.mirrors.docker.io.endpoints"
+            r.add(f"{where}[{i}]", url, "has a path; Docker's registry-mirrors take only scheme://host[:port]",
+                  "point Docker at the mirror's root, or set cluster.docker.registry_mirrors")
+
+
 def _bits_for(count: int) -> int:
     return max(0, (count - 1).bit_length())
 
@@ -945,7 +1046,7 @@ def _with_pod_subnets(plan: Plan) -> Plan:
 def key_tables() -> dict[str, Mapping[str, bool]]:
     """Every section of a plan and its keys (name -> required), as the parser reads them: the one source for the
     generated JSON Schema (imagegen.planschema) and `imagegen init --print-defaults`. `nodes[]` is one node."""
-    return {"": _TOP, "cluster": _CLUSTER, "cluster.docker": _DOCKER, "endpoint": _ENDPOINT, "network": _NETWORK,
+    return {"": _TOP, "cluster": _CLUSTER, "cluster.docker": _DOCKER, "cluster.mirrors.*": _MIRROR, "endpoint": _ENDPOINT, "network": _NETWORK,
             "nodes[]": _NODE, "registry": _REGISTRY, "bundle": _BUNDLE, "bootstrap": _BOOTSTRAP}
 
 
@@ -954,4 +1055,4 @@ def plan_constants() -> dict[str, tuple[str, ...]]:
     return {"cluster.container_runtime": RUNTIMES, "cluster.cni": CNIS, "cluster.kube_proxy_mode": PROXY_MODES,
             "cluster.distro": DISTROS, "cluster.skip_addons": _ADDONS, "cluster.journald": _JOURNALD_KEYS,
             "cluster.component_args": COMPONENTS, "endpoint.mode": ENDPOINT_MODES, "nodes[].role": ROLES,
-            "bundle.source": BUNDLE_SOURCES}
+            "bundle.source": BUNDLE_SOURCES, "cluster.platform_limits": PLATFORMS}

@@ -73,7 +73,15 @@ FIELDS: dict[str, tuple[dict[str, Any], str]] = {
                           "additionalProperties": {"type": ["string", "integer", "boolean"]}},
                          "journald.conf [Journal] overrides"),
     "cluster.docker": ({}, "Docker daemon settings (container_runtime docker)"),
-    "cluster.registry_mirrors": (_STRS, "containerd mirrors for docker.io (URLs)"),
+    "cluster.registry_mirrors": (_STRS, "mirrors for docker.io (URLs); shorthand for cluster.mirrors.docker.io"),
+    "cluster.mirrors": ({}, "container image mirrors per registry host (docker.io, registry.k8s.io, ghcr.io, ...)"),
+    "cluster.platform_limits": ({"type": "array", "items": _choice("cluster.platform_limits")},
+                                "platforms whose user-data size limit every node must fit; render fails otherwise"),
+    "cluster.mirrors.*.endpoints": ({"type": "array", "minItems": 1, "items": _STR},
+                                    "mirror URLs, tried in order before the registry itself"),
+    "cluster.mirrors.*.ca_file": (_STR, "PEM CA certificate(s) of the mirrors, a file on this machine (relative "
+                                        "to the plan), written beside hosts.toml"),
+    "cluster.mirrors.*.skip_verify": ({"type": "boolean"}, "do not verify the mirrors' TLS certificates"),
     "cluster.etcd_snapshot_retention": (_int(1, 365), "etcd snapshots kept on each control plane"),
     "cluster.component_args": ({"type": "object", "propertyNames": _choice("cluster.component_args"),
                                 "additionalProperties": {"type": "object", "additionalProperties":
@@ -143,7 +151,7 @@ def defaults() -> dict[str, Any]:
             path = f"{section}.{key}" if section else key
             if required or path in _DERIVED or section not in objects or path in FIELDS and not FIELDS[path][0]:
                 continue
-            if path in ("cluster.sysctl", "cluster.journald", "cluster.component_args"):
+            if path in ("cluster.sysctl", "cluster.journald", "cluster.component_args", "cluster.mirrors"):
                 out[path] = {}  # overrides merged over imagegen's defaults (plan.DEFAULT_SYSCTL, DEFAULT_JOURNALD)
             elif path == "network.interface":
                 out[path] = parsed.network.interface
@@ -163,6 +171,9 @@ def _object(section: str, found: dict[str, Any]) -> dict[str, Any]:
             body = _object(child, found)
             if path == "nodes":
                 body = {"type": "array", "minItems": 1, "items": body}
+        elif f"{path}.*" in plan_module.key_tables():
+            body = {"type": "object", "propertyNames": {"type": "string", "minLength": 1},
+                    "additionalProperties": _object(f"{path}.*", found)}
         else:
             body = dict(fragment)
         body["description"] = description

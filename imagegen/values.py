@@ -153,6 +153,46 @@ def registry_host(value: str) -> Verdict:
         return "is not a registry HOST[:PORT] or an IPv4 CIDR", "e.g. 'registry.example.internal:5000'"
 
 
+def registry_name(value: str) -> Verdict:
+    """A registry as image references name it (HOST[:PORT]): also a directory name under /etc/containerd/certs.d."""
+    fix = "write the registry's host name in lower case, with :PORT if images name one, e.g. 'ghcr.io'"
+    if not _REGISTRY_HOST.fullmatch(value):
+        return "is not a registry HOST[:PORT]", fix
+    host, _, port = value.partition(":")
+    if not _host(host) or (port and not 0 < int(port) < 65536):
+        return "is not a registry HOST[:PORT]", fix
+    return None
+
+
+def local_file_name(value: str) -> Verdict:
+    """A file on the operator's machine, read at render time (never written into a node's shell or config)."""
+    if not _FLAG_VALUE.fullmatch(value) or not value.strip():
+        return "must be a file name on one line of printable ASCII", "e.g. 'certs/mirror-ca.pem'"
+    return None
+
+
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?")
+
+
+def pem_certificates(data: bytes) -> Verdict:
+    """One or more PEM certificates and nothing else (no private key by mistake), each one X.509 can load."""
+    from cryptography import x509
+
+    fix = "give the CA certificate(s) as PEM (-----BEGIN CERTIFICATE-----), without keys or other text"
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return "is not a PEM file (not ASCII)", fix
+    blocks = _PEM_CERT.findall(text)
+    if not blocks or _PEM_CERT.sub("", text).strip():
+        return "must hold only PEM certificates", fix
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        return f"holds a certificate X.509 cannot read ({exc})", fix
+    return None
+
+
 def preflight_check(value: str) -> Verdict:
     if not _PREFLIGHT.fullmatch(value):
         return "is not a kubeadm preflight check name", "e.g. 'NumCPU', 'Swap' or 'all'"
