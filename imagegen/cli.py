@@ -101,6 +101,20 @@ def cmd_token_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_apply(args: argparse.Namespace) -> int:
+    from imagegen.state import inspect_state
+    from imagegen.tokens import apply_token
+
+    plan = load_plan(args.plan)
+    state_dir = Path(args.state) if args.state else default_state_dir(plan)
+    token = str(inspect_state(state_dir, plan).secrets["bootstrap-token"])
+    ttl = args.ttl or plan.cluster.token_ttl
+    token_id = apply_token(token, ttl, Path(args.kubeconfig), args.kubectl)
+    print(f"bootstrap token {token_id} is in the cluster, valid for {ttl} from now "
+          f"({'never expires' if ttl in ('0', '0s') else 'then it expires'}); nodes rendered with it can join")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from imagegen.cli_operator import PLAN_HELP, add_output_flag, add_parsers
 
@@ -143,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "when --state is not given")
     rot.add_argument("--state", metavar="DIR", help="state directory (default: the plan's, as for render)")
     rot.set_defaults(func=cmd_token_rotate)
+    app = tsub.add_parser("apply", help="create or refresh the state's bootstrap token in the running cluster",
+                          description="Writes the token's Secret (kube-system/bootstrap-token-ID, as kubeadm does) "
+                                      "with kubectl and the operator's admin.conf, valid for cluster.token_ttl "
+                                      "(or --ttl) from now: run it before booting nodes rendered after the "
+                                      "first token expired, e.g. after `token rotate` and a render.")
+    app.add_argument("plan", metavar="PLAN", help="the cluster plan (its token_ttl, its default state directory)")
+    app.add_argument("--state", metavar="DIR", help="state directory (default: the plan's, as for render)")
+    app.add_argument("--kubeconfig", required=True, metavar="FILE", help="the admin.conf `imagegen render` wrote")
+    app.add_argument("--kubectl", default="kubectl", metavar="BIN", help="kubectl to run (default: from PATH)")
+    app.add_argument("--ttl", metavar="DURATION", help="lifetime from now, e.g. 2h (default: cluster.token_ttl; "
+                                                      "0 never expires)")
+    app.set_defaults(func=cmd_token_apply)
 
     add_parsers(sub)
     for module in SUBCOMMAND_MODULES:

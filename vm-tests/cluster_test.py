@@ -318,6 +318,34 @@ def is_ip(text: str) -> bool:
     return True
 
 
+def token_apply_check(run_dir: Path, out: Path, kube: Kubectl) -> tuple[bool, str]:
+    """A rotated token in a copy of the run's state, put into the running cluster with the rendered admin.conf:
+    the Secret kubeadm's discovery looks up must exist with both usages and an expiration."""
+    state = run_dir / "state-day2"
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.copytree(run_dir / "state", state)
+    plan = run_dir / "plan.yaml"
+    imagegen = [sys.executable, "-m", "imagegen"]
+    done = subprocess.run([*imagegen, "token", "rotate", str(plan), "--state", str(state)], capture_output=True,
+                          text=True, cwd=REPO, check=False)
+    if done.returncode != 0:
+        return False, f"token rotate: {(done.stdout + done.stderr).strip()[-300:]}"
+    token_id = (state / "bootstrap-token").read_text().split(".", 1)[0]
+    done = subprocess.run([*imagegen, "token", "apply", str(plan), "--state", str(state), "--kubeconfig",
+                           str(out / "admin.conf"), "--kubectl", kube.base[0], "--ttl", "1h"],
+                          capture_output=True, text=True, cwd=REPO, check=False, timeout=300)
+    if done.returncode != 0:
+        return False, f"token apply: {(done.stdout + done.stderr).strip()[-300:]}"
+    code, o = kube.retry("-n", "kube-system", "get", "secret", f"bootstrap-token-{token_id}", "-o", "json",
+                         accept=lambda text: '"bootstrap.kubernetes.io/token"' in text)
+    if code != 0:
+        return False, o[-300:]
+    data = json.loads(o)["data"]
+    usages = {k for k in data if k.startswith("usage-bootstrap-")}
+    ok = usages == {"usage-bootstrap-authentication", "usage-bootstrap-signing"} and "expiration" in data
+    return ok, f"secret bootstrap-token-{token_id}: usages {sorted(usages)}, expiration {'expiration' in data}"
+
+
 def badjoin_names(lab: Lab) -> list[str]:
     return [n for n in lab.nodes if "badjoin" in n]
 
@@ -512,6 +540,11 @@ def run_checks(lab: Lab, report: RunReport, plan: dict, out: Path, key: Path, ad
         return ok, " ".join(o.split())[-400:]
     c.check("etcd snapshot service leaves a snapshot etcdctl snapshot status accepts", snapshot)
     report.phases["fault-etcd-snapshot"] = round(time.monotonic() - t, 1)
+
+    t = time.monotonic()
+    rec.check("cluster", "day 2: `imagegen token rotate` + `token apply` put the new token into the cluster",
+              lambda: token_apply_check(run_dir, out, kubectl))
+    report.phases["day2-token-apply"] = round(time.monotonic() - t, 1)
 
     for b in bad:
         while not {"bootstrap-ok", "bootstrap-failed"} & set(b.scanner.markers):
