@@ -1046,7 +1046,8 @@ def _with_pod_subnets(plan: Plan) -> Plan:
 def key_tables() -> dict[str, Mapping[str, bool]]:
     """Every section of a plan and its keys (name -> required), as the parser reads them: the one source for the
     generated JSON Schema (imagegen.planschema) and `imagegen init --print-defaults`. `nodes[]` is one node."""
-    return {"": _TOP, "cluster": _CLUSTER, "cluster.docker": _DOCKER, "cluster.mirrors.*": _MIRROR, "endpoint": _ENDPOINT, "network": _NETWORK,
+    return {"": _TOP, "cluster": _CLUSTER, "cluster.docker": _DOCKER, "cluster.mirrors.*": _MIRROR,
+            "endpoint": _ENDPOINT, "network": _NETWORK,
             "nodes[]": _NODE, "registry": _REGISTRY, "bundle": _BUNDLE, "bootstrap": _BOOTSTRAP}
 
 

@@ -1,7 +1,7 @@
 """Pure rendering: plan + state in, {relative path: Artifact} out. No file system writes, no clocks.
 
-Per node: nodes/<name>/{user-data,meta-data,network-config} and seeds/<name>.iso; for the cluster:
-admin.conf and manifest.json.
+Per node: nodes/<name>/{user-data,user-data.gz,meta-data,network-config,guestinfo.vmx,govc-vm-change.sh,proxmox.txt}
+and seeds/<name>.iso, seeds/<name>-configdrive.iso; for the cluster: admin.conf and manifest.json.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from imagegen import channels, kubeadm, registries, secretpolicy
+from imagegen import channels, configdrive, kubeadm, proxmox, registries, secretpolicy, userdata
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
@@ -269,8 +269,16 @@ def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifa
     # VMware guestinfo carries the user-data (and so the node's secrets): 0600 like the user-data itself.
     meta = {"instance-id": instance_id(cluster_id, node), "local-hostname": node.name}
     guestinfo = channels.guestinfo(node.name, user_data, meta, network_config)
+    # Cloud images: gzip user-data (checked against the plan's cluster.platform_limits), the OpenStack config
+    # drive, Proxmox's cicustom lines. Both hold the user-data: 0600.
+    gzipped = userdata.gzip_user_data(user_data)
+    userdata.check(plan.cluster.platform_limits, node, user_data, gzipped)
     return {
         f"{base}/user-data": Artifact(user_data, 0o600),
+        f"{base}/user-data.gz": Artifact(gzipped, 0o600),
+        f"{base}/proxmox.txt": Artifact(proxmox.instructions(plan, node).encode()),
+        f"seeds/{node.name}-configdrive.iso": Artifact(
+            configdrive.build_config_drive(plan, node, meta["instance-id"], user_data), 0o600),
         f"{base}/meta-data": Artifact(meta_data),
         f"{base}/network-config": Artifact(network_config),
         f"{base}/guestinfo.vmx": Artifact(channels.vmx_fragment(guestinfo).encode(), 0o600),
@@ -309,7 +317,7 @@ class RenderStats:
         for path, artifact in items:
             self.files += 1
             self.bytes += len(artifact.data)
-            self.seeds += path.startswith("seeds/") and path.endswith(".iso")
+            self.seeds += path.startswith("seeds/") and path.endswith(".iso") and not path.endswith("-configdrive.iso")
             yield path, artifact
 
 

@@ -38,7 +38,7 @@ def mask(text: str, r: Rendered) -> str:
 def _artefacts(r: Rendered) -> dict[str, str]:
     # Seed ISOs and guestinfo are encodings of the files above, checked by their own tests (test_seediso,
     # test_channels); their bytes follow the state's random keys.
-    derived = (".iso", "/guestinfo.vmx", "/govc-vm-change.sh")
+    derived = (".iso", "/guestinfo.vmx", "/govc-vm-change.sh", "/user-data.gz")
     return {path: mask(a.data.decode(), r) for path, a in sorted(r.artifacts.items()) if not path.endswith(derived)}
 
 

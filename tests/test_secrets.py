@@ -68,7 +68,8 @@ def test_output_modes_and_no_secret_on_console(tmp_path: Path, capsys: pytest.Ca
     modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
     for path, mode in modes.items():
         # guestinfo carries the user-data gzip+base64 encoded: as secret as the user-data.
-        secret = path.endswith(("user-data", ".iso", "guestinfo.vmx", "govc-vm-change.sh")) or path == "admin.conf"
+        secret = path.endswith(("user-data", "user-data.gz", ".iso", "guestinfo.vmx", "govc-vm-change.sh")) \
+            or path == "admin.conf"
         assert mode == (0o600 if secret else 0o644), (path, oct(mode))
 
 
