@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="print a table of the plan's nodes, roles, addresses and versions")
     s.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
+    s.add_argument("--urls", action="store_true", help="every URL and image the nodes will fetch, by role, with "
+                                                        "the mirror serving each image")
     add_output_flag(s)
     s.set_defaults(func=cmd_show)
 

@@ -106,12 +106,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     plan = load_checked(args.plan)
+    if getattr(args, "urls", False):
+        from imagegen.fetches import fetches_by_role, fetches_text
+
+        data = fetches_by_role(plan)
+        emit_json(data) if args.output == "json" else print(fetches_text(data))
+        return 0
     if args.output == "json":
         emit_json(plan_json(plan))
     else:
         from imagegen.show import plan_table
 
         print(plan_table(plan))
+    return 0
+
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    """Per node of a render output: user-data raw and gzip sizes and the platforms each fits."""
+    from imagegen import userdata
+
+    out = Path(args.out)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        reports = []
+        for n in manifest["nodes"]:
+            base = out / "nodes" / n["name"]
+            reports.append(userdata.report(n["name"], n["role"], (base / "user-data").read_bytes(),
+                                           (base / "user-data.gz").read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{out}: not a render output with user-data.gz files ({exc}); render it first") from None
+    if args.output == "json":
+        emit_json({"out": str(out), "nodes": reports})
+    else:
+        print(userdata.sizes_text(reports))
     return 0
 
 
@@ -269,6 +296,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     d.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
     add_diff_flags(d)
     d.set_defaults(func=cmd_diff)
+
+    z = sub.add_parser("sizes", help="user-data sizes per node, raw and gzip, and the cloud platforms each fits",
+                       description="Reads a render output (OUT/nodes/*/user-data and user-data.gz). Limits: EC2 "
+                                   "16384 bytes raw, OpenStack Nova 65535 bytes base64, Azure 65535 bytes, GCE "
+                                   "262144 bytes per metadata value.")
+    z.add_argument("out", metavar="OUT", help="a directory imagegen render wrote")
+    add_output_flag(z)
+    z.set_defaults(func=cmd_sizes)
 
     s = sub.add_parser("schema", help="print the plan's JSON Schema (schema/plan.schema.json)")
     s.set_defaults(func=cmd_schema)

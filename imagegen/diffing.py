@@ -182,7 +182,8 @@ def compare(plan: Plan, out: Path, artifacts: dict[str, Artifact], note: str, fi
     changes = []
     for node in plan.nodes:
         new_files = {p: a for p, a in artifacts.items()
-                     if p.startswith(f"nodes/{node.name}/") or p == f"seeds/{node.name}.iso"}
+                     if p.startswith(f"nodes/{node.name}/")
+                     or p in (f"seeds/{node.name}.iso", f"seeds/{node.name}-configdrive.iso")}
         old = old_nodes.get(node.name)
         meta_path = f"nodes/{node.name}/meta-data"
         ids = {"old": _instance_id(_read(out / meta_path)) if old else None,

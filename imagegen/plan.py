@@ -814,6 +814,10 @@ def _parse_nodes(r: _Reader, data: object) -> tuple[tuple[Node, ...], bool]:
             r.add(f"{path}.name", name, "is reserved (it resolves to 127.0.0.1 on every node)",
                   "give the node a name of its own")
             name = None
+        elif name is not None and name.endswith("-configdrive"):
+            r.add(f"{path}.name", name, "ends with '-configdrive', which names another node's config drive "
+                  "(seeds/<name>-configdrive.iso)", "give the node another name")
+            name = None
         role = r.choice(n, "role", f"{path}.role", ROLES, "")
         ip = r.ipv4(f"{path}.ip", n.get("ip", MISSING))
         mac = r.mac(f"{path}.mac", n.get("mac", MISSING))

@@ -72,8 +72,8 @@ def fit(user_data: bytes, gzipped: bytes) -> dict[str, Any]:
     return out
 
 
-def report(node: Node, user_data: bytes, gzipped: bytes) -> dict[str, Any]:
-    return {"name": node.name, "role": node.role, "raw": len(user_data), "gzip": len(gzipped),
+def report(name: str, role: str, user_data: bytes, gzipped: bytes) -> dict[str, Any]:
+    return {"name": name, "role": role, "raw": len(user_data), "gzip": len(gzipped),
             "platforms": fit(user_data, gzipped)}
 
 
@@ -93,3 +93,17 @@ def check(platforms: tuple[str, ...], node: Node, user_data: bytes, gzipped: byt
                 f"serve carry any size) and drop '{name}' from cluster.platform_limits"))
     if problems:
         raise PlanError(problems)
+
+
+def sizes_text(reports: list[dict[str, Any]]) -> str:
+    """One line per node: raw and gzip sizes, and per platform the form that fits ('raw', 'gzip' or 'NO')."""
+    names = list(LIMITS)
+    rows = [("NODE", "ROLE", "RAW", "GZIP", *(n.upper() for n in names))]
+    for r in reports:
+        rows.append((r["name"], r["role"], str(r["raw"]), str(r["gzip"]),
+                     *(r["platforms"][n]["fits"] or "NO" for n in names)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.append("limits: " + ", ".join(f"{n} {LIMITS[n].limit}" + (" (base64)" if LIMITS[n].base64_always else "")
+                                        for n in names) + " bytes; gzip: upload nodes/<name>/user-data.gz")
+    return "\n".join(lines)

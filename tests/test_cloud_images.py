@@ -223,3 +223,11 @@ def test_proxmox_lines(rendered: dict[str, Rendered]) -> None:
     ]
     assert "nodes/worker-1/user-data -> /var/lib/vz/snippets/prod-worker-1-user.yaml" in text
     assert proxmox.snippet_name(r.plan, node, "meta") == "prod-worker-1-meta.yaml"
+
+
+def test_configdrive_suffix_is_not_a_node_name(base_plan: dict) -> None:
+    data = copy.deepcopy(base_plan)
+    data["nodes"][5]["name"] = "worker-1-configdrive"
+    with pytest.raises(PlanError) as info:
+        parse_plan(data)
+    assert [p for p in info.value.problems if p.field == "nodes[5].name" and "-configdrive" in p.message]
