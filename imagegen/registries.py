@@ -6,7 +6,8 @@ one directory per upstream registry as images name it (`docker.io`, `ghcr.io`, `
 `server` (the upstream, tried last) and a `[host."URL"]` table per mirror, tried in order. A mirror URL whose path
 holds `/v2/` below its root (a Harbor proxy-cache project, `https://harbor/v2/dockerhub`) is the registry API root
 itself: `override_path = true`, or containerd would append another `/v2`. A mirror's CA (`cluster.mirrors.*.ca_file`)
-is written beside its hosts.toml as `mirror-ca.crt` and named by `ca`; `skip_verify` turns TLS checks off.
+is written beside its hosts.toml as `mirror-ca.crt` and named by `ca`; `skip_verify` turns TLS checks off; both
+only on https:// endpoints (containerd 1.7 tries HTTPS first on an http:// endpoint with TLS settings, and fails).
 
 Docker mirrors only docker.io (`registry-mirrors` in daemon.json, root URLs only): mirrors of other registries
 reach containerd nodes only.
@@ -68,8 +69,12 @@ def registry_hosts(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any
     for mirror in plan.cluster.mirrors:
         ca = f"{CERTS_D}/{mirror.host}/{MIRROR_CA_NAME}" if mirror.ca_pem else ""
         for url in mirror.endpoints:
+            # TLS settings only on https endpoints: containerd 1.7 tries HTTPS first on an http:// host that has a
+            # TLS configuration, and fails there (tests/test_containerd_hosts.py).
+            tls = url.startswith("https://")
             entry(mirror.host)["mirrors"].append({"url": url, "capabilities": _PULL, "override_path":
-                                                  override_path(url), "ca": ca, "skip_verify": mirror.skip_verify})
+                                                  override_path(url), "ca": ca if tls else "",
+                                                  "skip_verify": mirror.skip_verify and tls})
     if harbor:
         entry(harbor)["mirrors"].append({"url": f"https://{harbor}", "capabilities": [*_PULL, "push"],
                                          "override_path": False, "ca": ca_path, "skip_verify": False})

@@ -148,7 +148,7 @@ def mirrored(base_plan: dict, ca_file: Path) -> dict:
         "docker.io": {"endpoints": ["https://mirror.example.internal", "https://hub.example.internal:5000/v2/hub"],
                       "ca_file": str(ca_file)},
         "registry.k8s.io": {"endpoints": ["https://k8s-mirror.example.internal"]},
-        "ghcr.io": {"endpoints": ["http://10.0.0.5:5000"], "skip_verify": True},
+        "ghcr.io": {"endpoints": ["https://10.0.0.5:5000", "http://10.0.0.6:5000"], "skip_verify": True},
         "quay.io": {"endpoints": ["https://quay-mirror.example.internal"], "ca_file": str(ca_file)},
         "registry.example.org:5000": {"endpoints": ["https://other.example.internal"]},
     }
@@ -184,8 +184,10 @@ def test_hosts_toml_per_registry(mirrored: dict, ca_file: Path, tmp_path: Path) 
         assert "override_path" not in hub["host"]["https://mirror.example.internal"]
         assert hub["host"]["https://hub.example.internal:5000/v2/hub"]["override_path"] is True
         assert hosts["ghcr.io"]["server"] == "https://ghcr.io"
-        assert hosts["ghcr.io"]["host"]["http://10.0.0.5:5000"]["skip_verify"] is True
-        assert "ca" not in hosts["ghcr.io"]["host"]["http://10.0.0.5:5000"]
+        assert hosts["ghcr.io"]["host"]["https://10.0.0.5:5000"]["skip_verify"] is True
+        assert "ca" not in hosts["ghcr.io"]["host"]["https://10.0.0.5:5000"]
+        # TLS settings never on http:// (containerd 1.7 would try HTTPS there first, and fail).
+        assert set(hosts["ghcr.io"]["host"]["http://10.0.0.6:5000"]) == {"capabilities"}
         assert list(hosts["registry.k8s.io"]["host"])[-1] == "https://k8s-mirror.example.internal"
         assert hosts["registry.example.org:5000"]["server"] == "https://registry.example.org:5000"
         # The CA is written beside the hosts.toml that names it, byte for byte, world-readable (not a secret).
@@ -236,7 +238,7 @@ def test_image_source(mirrored: dict) -> None:
     hub = registries.image_source(plan, "calico/node:v3.28.2")
     assert hub.registry == "docker.io" and hub.mirrors[1] == "https://mirror.example.internal"
     vip = registries.image_source(plan, "ghcr.io/kube-vip/kube-vip:v0.8.9")
-    assert vip.mirrors == ("http://10.0.0.5:5000",)
+    assert vip.mirrors == ("https://10.0.0.5:5000", "http://10.0.0.6:5000")
     assert registries.image_source(plan, "gcr.io/x/y:1").mirrors == ()
     assert registries.image_registry("localhost:5000/x") == "localhost:5000"
     assert registries.image_registry("library/busybox") == "docker.io"
