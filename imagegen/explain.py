@@ -11,7 +11,7 @@ from typing import Any, cast
 from imagegen import kubeadm, secretpolicy
 from imagegen.plan import Node, Plan
 from imagegen.profiles import FileSpec, Profile, load_profile
-from imagegen.registries import registry_node
+from imagegen.registries import image_source
 from imagegen.render import _expand, node_context
 from imagegen.state import ClusterState
 from imagegen.versiontable import version_table
@@ -74,13 +74,11 @@ def kubeadm_images(plan: Plan, node: Node) -> list[str]:
 def _image_source(plan: Plan, image: str) -> str:
     if plan.bundle.source in ("disk", "image") and not image.startswith(plan.cluster.kube_vip_image):
         return f"bundle ({plan.bundle.source}); pulled from {image.split('/')[0]} only if the bundle lacks it"
-    host = image.split("/")[0]
-    registry = registry_node(plan)
-    if registry and plan.registry and plan.registry.use_as_mirror and host == \
-            plan.cluster.image_repository.split("/")[0]:
-        return f"{host} through Harbor {plan.registry.hostname} (proxy cache)"
+    # The mirrors the node's runtime configuration names (imagegen.registries), in the order they are tried.
+    source = image_source(plan, image)
+    where = " -> ".join((*source.mirrors, source.registry))
     via = "a bundle when one is found, else " if plan.bundle.source == "online" else ""
-    return f"{via}{host}"
+    return f"{via}{where}"
 
 
 def explain_node(plan: Plan, name: str) -> dict[str, Any]:
