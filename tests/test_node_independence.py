@@ -18,7 +18,8 @@ from .conftest import ROOT
 
 
 def _node_files(artifacts: dict, name: str) -> dict[str, str]:
-    return {p: a.sha256 for p, a in artifacts.items() if p.startswith(f"nodes/{name}/") or p == f"seeds/{name}.iso"}
+    return {p: a.sha256 for p, a in artifacts.items()
+            if p.startswith(f"nodes/{name}/") or p in (f"seeds/{name}.iso", f"seeds/{name}-configdrive.iso")}
 
 
 def _instance_id(artifacts: dict, name: str) -> str:
