@@ -1026,14 +1026,22 @@ def _check_mirrors(r: _Reader, c: Cluster, nodes: tuple[Node, ...], registry: Re
     if registry is not None and any(n.role == "registry" for n in nodes) and c.mirror_for(registry.hostname):
         r.add(f"cluster.mirrors.{registry.hostname}", MISSING, "is the plan's own registry; imagegen writes its "
               "configuration", "drop this entry (use registry.use_as_mirror for Harbor's proxy caches)")
-    docker_io = c.mirror_for("docker.io")
-    if c.container_runtime != "docker" or docker_io is None or c.docker.registry_mirrors:
+    if c.container_runtime != "docker":
         return
-    for i, url in enumerate(docker_io.endpoints):
-        if urlsplit(url).path not in ("", "/"):
-            where = "cluster.registry_mirrors" if c.registry_mirrors else "cluster.mirrors.docker.io.endpoints"
+    # Docker's daemon refuses to start on a mirror URL with a path (moby's registry.ValidateMirror).
+    docker_io = c.mirror_for("docker.io")
+    if c.docker.registry_mirrors:
+        where, urls = "cluster.docker.registry_mirrors", c.docker.registry_mirrors
+    elif docker_io is not None:
+        where = "cluster.registry_mirrors" if c.registry_mirrors else "cluster.mirrors.docker.io.endpoints"
+        urls = docker_io.endpoints
+    else:
+        return
+    for i, url in enumerate(urls):
+        parts = urlsplit(url)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
             r.add(f"{where}[{i}]", url, "has a path; Docker's registry-mirrors take only scheme://host[:port]",
-                  "point Docker at the mirror's root, or set cluster.docker.registry_mirrors")
+                  "point Docker at the mirror's root (Docker mirrors docker.io only)")
 
 
 def _bits_for(count: int) -> int:

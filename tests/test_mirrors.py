@@ -91,6 +91,9 @@ REFUSED: list[tuple[str, Mutation, str, str]] = [
         container_runtime="docker", cri_dockerd=True,
         mirrors={"docker.io": {"endpoints": ["https://m.example/v2/dockerhub"]}}),
      "cluster.mirrors.docker.io.endpoints[0]", "Docker's registry-mirrors"),
+    ("docker-own-mirror-path", lambda d: d["cluster"].update(
+        container_runtime="docker", cri_dockerd=True, docker={"registry_mirrors": ["https://m.example/x"]}),
+     "cluster.docker.registry_mirrors[0]", "Docker's registry-mirrors"),
     ("platform-unknown", lambda d: d["cluster"].update(platform_limits=["aws"]), "cluster.platform_limits[0]",
      "known user-data limit"),
 ]
