@@ -53,7 +53,8 @@ def test_cas_are_cas_and_admin_is_signed(tmp_path: Path, plan) -> None:
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     admin = state.admin.cert
     admin.verify_directly_issued_by(state.ca.cert)
-    assert "O=system:masters" in admin.subject.rfc4514_string()
+    # examples/ha.yaml is Kubernetes 1.34: kubeadm's RBAC-bound admin group (system:masters before 1.29).
+    assert "O=kubeadm:cluster-admins" in admin.subject.rfc4514_string()
 
 
 def test_state_permissions_and_reuse(tmp_path: Path, plan) -> None:

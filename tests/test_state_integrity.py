@@ -211,7 +211,7 @@ def test_admin_pair_deleted_is_reissued_by_the_same_ca(sdir: Path, plan) -> None
     state = ensure_state(sdir, plan)
     assert state.ca.cert_pem == ca_before
     state.admin.cert.verify_directly_issued_by(state.ca.cert)
-    assert "O=system:masters" in state.admin.cert.subject.rfc4514_string()
+    assert f"O={plan.cluster.rules.admin_group}" in state.admin.cert.subject.rfc4514_string()
 
 
 def test_expired_admin_fix_in_message_works(sdir: Path, plan) -> None:
