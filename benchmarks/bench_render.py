@@ -57,8 +57,11 @@ def bench(nodes: int, localds_sample: int) -> dict:
         plan = parse_plan_text(text)
         state = ensure_state(Path(tmp) / "state", plan)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         write_tree(Path(tmp) / "out", iter_render(plan, state))
         t3 = t2 = time.perf_counter()
+        # CPU seconds of this process: what the machine's load does not change (wall time on a busy host does).
+        cpu_s = time.process_time() - c1
         rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out = Path(tmp) / "out" / "nodes"
         worker = next(n.name for n in plan.nodes if n.role == "worker")
@@ -85,6 +88,7 @@ def bench(nodes: int, localds_sample: int) -> dict:
     per_node_ms = (t3 - t1) * 1000 / nodes
     return {"nodes": nodes, "total_s": round(total, 3), "pki_and_parse_s": round(t1 - t0, 3),
             "peak_rss_mib": round(rss_mib, 1), "worker_user_data_bytes": user_data_bytes,
+            "render_cpu_s": round(cpu_s, 2),
             "render_iso_s": round(t2 - t1, 3), "write_s": round(t3 - t2, 3),
             "per_node_ms": round(per_node_ms, 3), "iso_per_seed_ms": round(iso_ms, 3),
             "cloud_localds_per_seed_ms": round(localds_ms, 3) if localds_ms else None,
@@ -101,10 +105,12 @@ def main() -> int:
     # One process per size: ru_maxrss only grows, so each size's peak must be measured on its own.
     with multiprocessing.get_context("fork").Pool(1, maxtasksperchild=1) as pool:
         results = [pool.apply(bench, (int(n), args.localds_sample)) for n in args.sizes.split(",")]
-    print(f"{'nodes':>6} {'total s':>8} {'pki s':>7} {'render+iso+write s':>19} {'ms/node':>8} {'RSS MiB':>8} "
+    print(f"{'nodes':>6} {'total s':>8} {'pki s':>7} {'render+iso+write s':>19} {'cpu s':>7} {'ms/node':>8} "
+          f"{'RSS MiB':>8} "
           f"{'worker UD':>10} {'iso ms':>7} {'localds ms':>11} {'seed x':>7} {'node x':>7}")
     for r in results:
         print(f"{r['nodes']:>6} {r['total_s']:>8} {r['pki_and_parse_s']:>7} {r['render_iso_s']:>19} "
+              f"{r['render_cpu_s']:>7} "
               f"{r['per_node_ms']:>8} {r['peak_rss_mib']:>8} {r['worker_user_data_bytes']:>10} "
               f"{r['iso_per_seed_ms']:>7} "
               f"{r['cloud_localds_per_seed_ms'] or '-':>11} {r['seed_speedup_vs_cloud_localds'] or '-':>7} "
