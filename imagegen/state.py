@@ -38,6 +38,7 @@ from pathlib import Path
 from imagegen import pki
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
+from imagegen.paths import make_dirs
 from imagegen.plan import Plan
 
 STATE_FORMAT = 2
@@ -333,18 +334,7 @@ def inspect_state(root: Path, plan: Plan | None, *, accept_changed_identity: boo
 # --- writing --------------------------------------------------------------------------------------------------
 
 def _make_dirs(path: Path, mode: int = 0o700) -> None:
-    """Create `path` and missing parents with `mode`, whatever the umask."""
-    missing = []
-    for p in (path, *path.parents):
-        if p.exists() or p.is_symlink():
-            break
-        missing.append(p)
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=mode)
-        except FileExistsError:
-            continue
-        os.chmod(p, mode)
+    make_dirs(path, mode)
 
 
 def _write_secret(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
+from imagegen.paths import make_dirs
 from imagegen.render import Artifact
 
 OUTPUT_MARKER = ".imagegen-output"
@@ -208,17 +209,7 @@ def check_separate(out: Path, *, state_dir: Path, plan_file: Path) -> None:
 
 
 def _make_dirs(path: Path, mode: int = DIR_MODE) -> None:
-    missing = []
-    for p in (path, *path.parents):
-        if p.exists() or p.is_symlink():
-            break
-        missing.append(p)
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=mode)
-        except FileExistsError:
-            continue
-        os.chmod(p, mode)
+    make_dirs(path, mode)
 
 
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.imagegen-(?:tmp|old)-(?P<pid>\d+)(?:-.*)?\Z")
