@@ -19,3 +19,17 @@ def make_dirs(path: Path, mode: int) -> None:
         except FileExistsError:
             continue
         os.chmod(p, mode)
+
+
+def check_creatable(path: Path, flag: str) -> None:
+    """Refuse (UsageError naming `flag`) a path whose nearest existing parent is a file or not writable."""
+    from imagegen.errors import UsageError
+
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a directory; choose another {flag}")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag} {path}: cannot be created, {parent} is not writable by you; choose "
+                                 f"another {flag} or fix the permissions")
+            return

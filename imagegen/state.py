@@ -38,7 +38,7 @@ from pathlib import Path
 from imagegen import pki
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
-from imagegen.paths import make_dirs
+from imagegen.paths import check_creatable, make_dirs
 from imagegen.plan import Plan
 
 STATE_FORMAT = 2
@@ -580,14 +580,7 @@ def check_state_dir(state_dir: Path, plan: Plan, *, accept_changed_identity: boo
 
 
 def _check_creatable(path: Path) -> None:
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--state {path}: {parent} is a file, not a directory; choose another --state")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UsageError(f"--state {path}: cannot be created, {parent} is not writable by you; choose "
-                                 "another --state or fix the permissions")
-            return
+    check_creatable(path, "--state")
 
 
 def rotate_token(state_dir: Path, *, notify: Notify = _warn) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
-from imagegen.paths import make_dirs
+from imagegen.paths import check_creatable, make_dirs
 from imagegen.render import Artifact
 
 OUTPUT_MARKER = ".imagegen-output"
@@ -170,14 +170,7 @@ def check_output_dir(out: Path) -> None:
 
 
 def _check_creatable(out: Path) -> None:
-    for parent in Path(os.path.abspath(out)).parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--out {out}: {parent} is a file, not a directory; choose another --out")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UsageError(f"--out {out}: cannot be created, {parent} is not writable by you; choose another "
-                                 "--out or fix the permissions")
-            return
+    check_creatable(out, "--out")
 
 
 def _inside(path: Path, root: Path) -> bool:
