@@ -67,11 +67,10 @@ def pxe_files(output: ServedOutput, url: str, network: str, boot_url: str | None
     return files
 
 
-def _network_of(out: Path) -> str:
+def _network_of(output: ServedOutput, out: Path) -> str:
     import yaml
 
     # The network is in every node's network-config (address/prefix): the first node's is enough.
-    output = load_output(out)
     node = next(iter(output.nodes.values()))
     config = yaml.safe_load(node.files["network-config"]) or {}
     for eth in (config.get("ethernets") or {}).values():
@@ -85,7 +84,7 @@ def cmd_pxe(args: argparse.Namespace) -> int:
     output = load_output(out)
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"--dest {dest}: exists and is not empty; choose a new directory")
-    files = pxe_files(output, args.url, _network_of(out))
+    files = pxe_files(output, args.url, _network_of(output, out))
     for rel, text in sorted(files.items()):
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
