@@ -36,7 +36,6 @@ MIRROR_CA_MAX_BYTES = 1 << 20
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline ("cp-1\n").
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-_DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
 _SYSCTL_KEY = re.compile(r"[a-z0-9_]+(\.[a-zA-Z0-9_*-]+)+")
 _SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp[0-9]+|sk-[!-~]+) [A-Za-z0-9+/=]+( [ -~]*)?")
 _LOG_SIZE = re.compile(r"[0-9]+[kmg]")
@@ -425,7 +424,7 @@ class _Reader:
         value = data.get(key, MISSING)
         if value is MISSING:
             return default
-        if not isinstance(value, str) or not value or not _DURATION.fullmatch(value):
+        if not isinstance(value, str) or not value or not values.DURATION.fullmatch(value):
             self.add(path, value, "must be a duration like '24h', '90m' or '8760h'")
             return default
         return value

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from imagegen import plan as plan_module
+from imagegen import values
 from imagegen.resources import data_dir
 
 SCHEMA_ID = "https://imagegen.invalid/schema/plan.schema.json"
@@ -23,7 +24,7 @@ _IPV4 = {"type": "string", "pattern": r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?
                                       r"1[0-9][0-9]|[1-9]?[0-9])){3}$"}
 _CIDR = {"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"}
 _LABEL = {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}
-_DURATION = {"type": "string", "pattern": r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$", "minLength": 2}
+_DURATION = {"type": "string", "pattern": f"^{values.DURATION.pattern}$", "minLength": 2}
 
 
 def _int(low: int, high: int) -> dict[str, Any]:

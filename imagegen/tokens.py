@@ -10,23 +10,20 @@ The secret travels only on kubectl's stdin: never in argv, a file or the console
 from __future__ import annotations
 
 import datetime as dt
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from imagegen import values
 from imagegen.errors import UsageError
 
 NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
-_TTL = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
 def ttl_seconds(ttl: str) -> int:
     if ttl == "0":
         return 0  # kubeadm's "never expires"
-    m = _TTL.fullmatch(ttl)
+    m = values.DURATION.fullmatch(ttl)
     if not m or not ttl:
         raise UsageError(f"token ttl {ttl!r}: write it like 24h, 90m or 0 (never expires)")
     hours, minutes, seconds = (int(g or 0) for g in m.groups())

@@ -37,6 +37,9 @@ _PREFLIGHT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HARBOR_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+")
 _REGISTRY_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
+# Durations as the plan writes them (token_ttl, certificate_signing_duration): 24h, 90m, 1h30m, 45s.
+DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
+
 EXT4_LABEL_BYTES = 16
 
 # Accounts Debian and Ubuntu create for themselves: cloud-init would add sudo rights and SSH keys to them.
