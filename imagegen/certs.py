@@ -47,13 +47,29 @@ def state_expiries(state_dir: Path, plan: Plan, now: dt.datetime | None = None) 
     return sorted(out, key=lambda c: c.not_after)
 
 
+def admin_conf_expiry(path: Path, now: dt.datetime | None = None) -> CertExpiry:
+    """The client certificate inside an existing admin.conf (it may be older than the state's, or newer)."""
+    from imagegen.errors import UsageError
+    from imagegen.kubeconfig import client_certificate
+
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        cert = client_certificate(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror}); render first or check --out") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}; render again or `imagegen kubeconfig renew`") from None
+    not_after = cert.not_valid_after_utc
+    return CertExpiry(f"{path.name} in --out", cert.subject.rfc4514_string(), not_after, (not_after - now).days)
+
+
 def expiry_table(items: list[CertExpiry]) -> str:
     lines = [f"{'certificate':<32} {'expires (UTC)':<20} {'days':>6}  status"]
     for c in items:
         lines.append(f"{c.name:<32} {c.not_after:%Y-%m-%d %H:%M}     {c.days_left:>6}  {c.status}")
-    lines.append("admin.conf: when it is close to expiry, delete admin.crt and admin.key in the state's pki/ and "
-                 "render again (a new one from the same CA).\nControl-plane certificates: `kubeadm certs "
-                 "check-expiration` on a control plane.")
+    lines.append("admin.conf: when it is close to expiry, `imagegen kubeconfig renew PLAN --out OUT` (a new one "
+                 "from the same CA).\nControl-plane certificates: `kubeadm certs check-expiration` on a control "
+                 "plane; the imagegen-cert-renew timer renews them 30 days ahead.")
     return "\n".join(lines)
 
 
@@ -69,6 +85,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
     if not (state_dir / "state.json").is_file():
         raise UsageError(f"--state {state_dir}: no imagegen state here; run `imagegen render` first")
     items = state_expiries(state_dir, plan)
+    if args.out:
+        items.append(admin_conf_expiry(Path(args.out) / "admin.conf"))
+        items.sort(key=lambda c: c.not_after)
     if args.output == "json":
         print(json.dumps([{"certificate": c.name, "subject": c.subject,
                            "not_after": c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"), "days_left": c.days_left,
@@ -86,5 +105,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                    f"certificates, soonest expiry first; 'renew soon' under {WARN_DAYS} days.")
     p.add_argument("plan", metavar="PLAN", help="the cluster plan (its default state directory)")
     p.add_argument("--state", metavar="DIR", help="state directory (default: the plan's, as for render)")
+    p.add_argument("--out", metavar="DIR", help="also the client certificate of OUT/admin.conf (a render output)")
     add_output_flag(p)
     p.set_defaults(func=cmd_certs)

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands defined in their own packages, registered explicitly: an import error is a bug to see, not a command
 # that silently disappears from --help.
 SUBCOMMAND_MODULES = ("imagegen.bundle.cli", "imagegen.image.cli", "imagegen.serve", "imagegen.pxe",
-                      "imagegen.certs")
+                      "imagegen.certs", "imagegen.kubeconfig", "imagegen.nodeops")
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:

@@ -60,6 +60,7 @@ class VersionRules:
     pkgs_k8s_io: bool
     control_plane_join_retry_phases: tuple[str, ...]
     admin_group: str
+    drain_emptydir_flag: str
 
     @property
     def kubeadm_api_version(self) -> str:
@@ -100,6 +101,10 @@ def rules_for(version: KubeVersion) -> VersionRules:
         # From 1.29 kubeadm's admin.conf is in group kubeadm:cluster-admins, bound to cluster-admin through RBAC
         # (so it can be revoked); system:masters bypasses RBAC and is kept for super-admin.conf.
         admin_group="kubeadm:cluster-admins" if minor >= 29 else "system:masters",
+        # kubectl drain's flag for pods with emptyDir volumes: --delete-emptydir-data arrived in kubectl 1.20
+        # (kubernetes/kubernetes#95076) and --delete-local-data was later removed. A 1.20 cluster may be driven by
+        # kubectl 1.19 (the supported skew), which knows only the old flag; 1.21's kubectl still accepts it.
+        drain_emptydir_flag="--delete-emptydir-data" if minor >= 21 else "--delete-local-data",
     )
 
 
