@@ -30,6 +30,7 @@ deps:
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check imagegen tests vm-tests benchmarks
 	$(VENV)/bin/mypy --strict imagegen
+	$(VENV)/bin/mypy --config-file vm-tests/mypy.ini vm-tests
 
 test: $(VENV)/.installed deps lint
 	$(VENV)/bin/pytest -q

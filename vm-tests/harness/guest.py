@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -172,7 +173,8 @@ def check_docker(c: Checker, daemon: dict[str, object]) -> None:
         if code != 0:
             return False, f"docker info failed: {out[-300:]}"
         info = json.loads(out.splitlines()[-1])
-        want_driver = "systemd" if "native.cgroupdriver=systemd" in (daemon.get("exec-opts") or []) else None
+        exec_opts = cast("list[str]", daemon.get("exec-opts") or [])
+        want_driver = "systemd" if "native.cgroupdriver=systemd" in exec_opts else None
         got = {"CgroupDriver": info.get("CgroupDriver"), "LoggingDriver": info.get("LoggingDriver"),
                "LiveRestoreEnabled": info.get("LiveRestoreEnabled")}
         want = {"CgroupDriver": want_driver or "systemd", "LoggingDriver": daemon.get("log-driver", "json-file"),

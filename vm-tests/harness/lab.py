@@ -1,7 +1,7 @@
 """A test lab in libvirt: one isolated network and a few domains on qcow2 overlays of the node image.
 
-Everything created is recorded as it is created and removed by `close()`, which the caller runs in `finally`
-(also on Ctrl-C and SIGTERM, which smoke.py turns into KeyboardInterrupt). Overlays are deleted; serial logs,
+Everything created is recorded as it is created and removed by `close()`, which harness.session runs in its
+teardown (also on Ctrl-C and SIGTERM, which it turns into KeyboardInterrupt). Overlays are deleted; serial logs,
 seeds and pulled guest logs stay in the run directory.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
@@ -51,9 +53,15 @@ class LabError(Exception):
     pass
 
 
+# How the lab runs qemu-img and iptables: subprocess.run, or a recording fake in unit tests.
+Runner = Callable[..., "subprocess.CompletedProcess[Any]"]
+
+
 class Lab:
-    def __init__(self, conn: libvirt.virConnect, run_dir: Path, run_id: str, accel: str, log: list[str]) -> None:
+    def __init__(self, conn: libvirt.virConnect, run_dir: Path, run_id: str, accel: str, log: list[str],
+                 run: Runner = subprocess.run) -> None:
         self.conn = conn
+        self._run = run
         self.run_dir = run_dir
         self.run_id = run_id
         self.accel = accel
@@ -83,7 +91,7 @@ class Lab:
         # Nothing from the lab may leave this machine: reject everything routed out of the bridge. Inserted
         # after libvirt's own rules so it sits first in FORWARD.
         rule = ["FORWARD", "-i", spec.bridge, "!", "-o", spec.bridge, "-j", "REJECT"]
-        subprocess.run(["iptables", "-w", "-I", rule[0], "1", *rule[1:]], check=True)
+        self._run(["iptables", "-w", "-I", rule[0], "1", *rule[1:]], check=True)
         self._firewall_rule = rule
         self.log.append(f"network {spec.name} on {spec.bridge} ({spec.cidr}), forwarding out rejected")
 
@@ -94,8 +102,8 @@ class Lab:
         assert self._network is not None, "create_network first"
         self._disks_dir.mkdir(parents=True, exist_ok=True)
         disk = self._disks_dir / f"{name}.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.resolve()),
-                        str(disk), f"{disk_gib}G"], check=True)
+        self._run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.resolve()),
+                   str(disk), f"{disk_gib}G"], check=True)
         serial = self.run_dir / "console" / f"{name}.log"
         serial.parent.mkdir(parents=True, exist_ok=True)
         domain_name = f"imagegen-{self.run_id}-{name}"
@@ -189,8 +197,8 @@ class Lab:
                 problems.append(f"domain {dom.name()}: {exc}")
         self._domains.clear()
         if self._firewall_rule is not None:
-            done = subprocess.run(["iptables", "-w", "-D", *self._firewall_rule], capture_output=True, text=True,
-                                  check=False)
+            done = self._run(["iptables", "-w", "-D", *self._firewall_rule], capture_output=True, text=True,
+                             check=False)
             if done.returncode != 0:
                 problems.append(f"iptables -D {' '.join(self._firewall_rule)}: {done.stderr.strip()}")
             self._firewall_rule = None

@@ -1,0 +1,22 @@
+"""cluster-test's steps in the order they run (check names, deadlines and report keys are in the step modules)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scenarios.cluster_boot import all_ready, node_checks, wait_bootstrap, wait_ssh
+from scenarios.cluster_context import ClusterContext
+from scenarios.cluster_faults import (
+    control_plane_loss,
+    day2_token_apply,
+    etcd_snapshot,
+    lb_faults,
+    start_wrong_token,
+    worker_reboot,
+    wrong_token_result,
+)
+from scenarios.cluster_workload import workload
+
+STEPS: tuple[Callable[[ClusterContext], None], ...] = (
+    wait_bootstrap, all_ready, wait_ssh, node_checks, workload, lb_faults, worker_reboot, control_plane_loss,
+    start_wrong_token, etcd_snapshot, day2_token_apply, wrong_token_result)
