@@ -164,8 +164,14 @@ def quorum_problem(view: EtcdView) -> str | None:
     others = [m for m in view.members if m.id != view.target.id]
     if not others:
         return f"etcd member {view.target.name} is the only member: removing it would end the cluster"
-    sick = [m.name or m.hex_id for m in others
-            if not m.client_urls or not all(u in view.healthy for u in m.client_urls)]
+    def healthy(m: EtcdMember) -> bool:
+        return bool(m.client_urls) and all(u in view.healthy for u in m.client_urls)
+
+    sick = [m.name or m.hex_id for m in others if not healthy(m)]
+    up = sum(healthy(m) for m in view.members)
+    if up < len(view.members) // 2 + 1:
+        return (f"etcd has no quorum ({up} of {len(view.members)} members healthy), so a member removal cannot "
+                "commit; bring members back, or restore from a snapshot (README: etcd backup and restore)")
     if sick:
         return (f"etcd members {', '.join(sick)} are not healthy (etcdctl endpoint health --cluster); removing "
                 f"{view.target.name} now could cost etcd its quorum: fix them first, or pass --force if you know "

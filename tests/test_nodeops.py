@@ -180,6 +180,13 @@ def test_the_removed_members_own_health_does_not_matter(tmp_path: Path) -> None:
     assert cluster.changes == ["etcdctl member remove", "delete"]
 
 
+def test_no_quorum_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = Cluster(tmp_path, scenario(cps=("cp-2", "cp-3"), sick=("cp-3",)))
+    assert cluster.run("replace", "cp-3") == 2  # 1 of 2 healthy: etcd could not commit the removal
+    assert "etcd has no quorum (1 of 2 members healthy)" in capsys.readouterr().err
+    assert cluster.changes == []
+
+
 def test_last_control_plane_is_refused_even_with_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cluster = Cluster(tmp_path, scenario(cps=("cp-2",)))
     assert cluster.run("remove", "cp-2", "--force") == 2
