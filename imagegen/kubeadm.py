@@ -76,9 +76,6 @@ def _cluster_configuration(plan: Plan) -> dict[str, Any]:
     sans = sorted({plan.endpoint.name, str(plan.endpoint_address), "127.0.0.1", "localhost",
                    *(str(n.ip) for n in plan.control_planes), *(n.name for n in plan.control_planes)})
     cm_args = {rules.signing_duration_flag: c.certificate_signing_duration, **c.args_for("controller-manager")}
-    if c.cni == "host-gw":
-        # host-gw gives each node a fixed pod subnet from the plan; the controller manager must not hand out others.
-        cm_args["allocate-node-cidrs"] = "false"
     etcd_local: dict[str, Any] = {"dataDir": "/var/lib/etcd"}
     if c.etcd_image_tag:
         etcd_local["imageTag"] = c.etcd_image_tag

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, fields
 
-from imagegen import kubeadm
 from imagegen.plan import Node, Plan
 
 PACKAGE_REVISION = "1.1"
@@ -20,32 +19,28 @@ PACKAGE_REVISION = "1.1"
 
 @dataclass(frozen=True)
 class KubernetesFacts:
+    node_ip: str | None                    # only for control planes (their own API server's address)
+    endpoint_name: str
+    endpoint_port: int
+    join_attempts: int
     kubernetes_version: str
     container_runtime: str
-    cri_dockerd: bool
-    cni: str
-    cni_manifest: str
+    cni: str | None                        # only for the apply_cni step
+    cni_manifest: str | None
     package_repository: str
     package_revision: str
     bundle_source: str
     bundle_label: str
     skip_phases: tuple[str, ...]
-    patches_flag: str
-    previous_control_plane: str
-    kube_vip: bool
-    kube_vip_super_admin: bool
+    previous_control_plane: str | None     # only for the join_control_plane step
 
 
 @dataclass(frozen=True)
 class NodeFacts:
     node_name: str
     node_role: str
-    node_ip: str
     steps: tuple[str, ...]
     deadline_seconds: int
-    join_attempts: int
-    endpoint_name: str
-    endpoint_port: int
     packages: tuple[str, ...]
     kubernetes: KubernetesFacts | None = None
 
@@ -57,25 +52,25 @@ def node_facts(plan: Plan, node: Node, steps: tuple[str, ...], packages: tuple[s
         c, cps = plan.cluster, plan.control_planes
         previous = cps[cps.index(node) - 1] if node.role == "control-plane" and node != cps[0] else None
         k8s = KubernetesFacts(
+            node_ip=str(node.ip) if node.role == "control-plane" else None,
+            endpoint_name=plan.endpoint.name, endpoint_port=plan.endpoint.port,
+            join_attempts=plan.bootstrap.join_attempts,
             kubernetes_version=str(c.kubernetes_version),
             container_runtime=c.container_runtime,
-            cri_dockerd=c.cri_dockerd,
-            cni=c.cni,
-            cni_manifest=c.cni_manifest,
+            cni=c.cni if "apply_cni" in steps else None,
+            cni_manifest=c.cni_manifest if "apply_cni" in steps else None,
             package_repository=c.package_repository,
             package_revision=PACKAGE_REVISION,
             bundle_source=plan.bundle.source,
             bundle_label=plan.bundle.label,
             skip_phases=tuple(f"addon/{a}" for a in c.skip_addons),
-            patches_flag="" if c.rules.patches_in_config else f"--experimental-patches={kubeadm.PATCH_DIR}",
-            previous_control_plane=str(previous.ip) if previous else "",
-            kube_vip=plan.endpoint.mode == "kube-vip",
-            kube_vip_super_admin=c.rules.kube_vip_needs_super_admin,
+            previous_control_plane=(str(previous.ip) if previous and "join_control_plane" in steps
+                                    else None),
         )
     return NodeFacts(
-        node_name=node.name, node_role=node.role, node_ip=str(node.ip), steps=steps,
-        deadline_seconds=plan.bootstrap.deadline_seconds, join_attempts=plan.bootstrap.join_attempts,
-        endpoint_name=plan.endpoint.name, endpoint_port=plan.endpoint.port, packages=packages, kubernetes=k8s)
+        node_name=node.name, node_role=node.role, steps=steps,
+        deadline_seconds=plan.bootstrap.deadline_seconds,
+        packages=packages, kubernetes=k8s)
 
 
 # Lists travel as one word list each; the separator is what the node program splits on.
@@ -98,7 +93,8 @@ def env_items(facts: NodeFacts) -> list[tuple[str, str]]:
             continue
         for f in fields(group):
             value = getattr(group, f.name)
-            if f.name != "kubernetes":
+            # None: the fact does not apply to this node (no step it runs reads it), so it is not written.
+            if f.name != "kubernetes" and value is not None:
                 items.append((f.name.upper(), _shell_value(f.name, value)))
     return items
 

@@ -121,6 +121,9 @@ def load_profile(role: str) -> Profile:
             steps.append(StepSpec(st) if isinstance(st, str) else StepSpec(**st))
 
     merge(role, ())
+    from imagegen.nodeprogram import check_steps  # nodeprogram builds on this module's FileSpec
+
+    check_steps(role, (s.name for s in steps))
     return Profile(name=role, description=description, files=tuple(files), packages=tuple(packages),
                    secrets=tuple(secrets), steps=tuple(steps))
 

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from imagegen import channels, configdrive, kubeadm, proxmox, registries, secretpolicy, userdata
+from imagegen import channels, configdrive, kubeadm, nodeprogram, proxmox, registries, secretpolicy, userdata
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
@@ -112,11 +112,24 @@ def _host_gw_conflist(plan: Plan, node: Node) -> dict[str, Any] | None:
         "name": "imagegen-host-gw",
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": str(plan.pod_subnet(node.name))}]],
+             # The node's pod subnet is the cluster's to give (kube-controller-manager, Node.spec.podCIDR): the
+             # host-gw agent (scripts/host-gw-routes.sh.j2) puts it here when the node has one.
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "NODE_POD_CIDR"}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
+
+
+def _kube_vip_manifests(plan: Plan, node: Node) -> list[dict[str, str]]:
+    """kube-vip's static pod on admin.conf; the first control plane of a version where admin.conf has no RBAC
+    binding until `kubeadm init` ends also gets one on super-admin.conf for init (kube-vip issue #684)."""
+    if plan.endpoint.mode != "kube-vip" or node.role != "control-plane":
+        return []
+    manifests = [{"file": "kube-vip.yaml", "kubeconfig": "admin.conf"}]
+    if node == plan.control_planes[0] and plan.cluster.rules.kube_vip_needs_super_admin:
+        manifests.append({"file": "kube-vip-init.yaml", "kubeconfig": "super-admin.conf"})
+    return manifests
 
 
 def _steps(profile: Profile, ctx: dict[str, Any]) -> list[str]:
@@ -145,6 +158,8 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
         "vrrp_router_id": int(hashlib.sha256(plan.cluster.name.encode()).hexdigest(), 16) % 255 + 1,
         "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
         "secrets": _secrets_for(profile, state),
+        "patch_dir": kubeadm.PATCH_DIR,
+        "kube_vip_manifests": _kube_vip_manifests(plan, node),
     }
     ctx["steps"] = _steps(profile, ctx)
     groups = list(profile.packages)
@@ -210,7 +225,7 @@ def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] 
     ctx = ctx if ctx is not None else node_context(plan, node, state, profile)
     env = environment()
     entries: list[dict[str, Any]] = []
-    for spec in profile.files:
+    for spec in (*profile.files, *nodeprogram.program_files(ctx["steps"])):
         for path, local in _expand(spec, ctx):
             if spec.template:
                 name = _compiled(spec.template).render(local)

@@ -40,6 +40,11 @@ class Rendered:
     def file(self, node: str, path: str) -> str:
         return self.files(node)[path]["content"]
 
+    def program(self, node: str, *names: str) -> str:
+        """The node program's files by short name ('lib', 'runtime', 'parts/bundle', 'steps/join_worker'), joined
+        in the order given; every name must be one this node received."""
+        return "\n".join(self.file(node, f"/usr/local/lib/imagegen/{name}.sh") for name in names)
+
 
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:

@@ -1,4 +1,5 @@
-"""The node's own bundle functions (rendered bootstrap.sh), run in bash against a real packed bundle.
+"""The node's own bundle functions (the rendered runtime seam, bundle part and install steps), run in bash against a
+real packed bundle.
 
 System-changing commands (install, systemctl, ctr, docker) are replaced by shell functions that record their
 arguments, so the test sees exactly what a node would install and load. Issue 11: `sha256sum -c` ran without
@@ -7,7 +8,6 @@ arguments, so the test sees exactly what a node would install and load. Issue 11
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -17,11 +17,8 @@ from imagegen.bundle.pack import pack_bundle
 from tests.conftest import Rendered
 from tests.test_bundle_pack import make_inputs, spec_for
 
-SCRIPT = "/usr/local/lib/imagegen/bootstrap.sh"
-FUNCTIONS = ("bundle_version", "bundle_files", "bundle_images", "verify_bundle", "control_plane_only_images",
-             "install_from_bundle", "step_install_runtime", "install_cri_dockerd_from_bundle")
+PROGRAM = ("runtime", "parts/bundle", "steps/install_runtime", "steps/install_kubernetes")
 STUBS = r"""
-set -uo pipefail
 log() { echo "log: $*" >&2; }
 fail() { echo "FAILED $1"; exit 1; }
 install() { echo "install $*" >>"$CALLS"; }
@@ -29,6 +26,7 @@ systemctl() { echo "systemctl $*" >>"$CALLS"; }
 ctr() { echo "ctr $*" >>"$CALLS"; }
 docker() { echo "docker $*" >>"$CALLS"; }
 mkdir() { :; }
+write_marker() { echo "marker $1" >>"$CALLS"; }
 wait_socket() { echo "wait_socket $1" >>"$CALLS"; }
 install_cri_dockerd() { echo "download cri-dockerd" >>"$CALLS"; }
 find_bundle() { echo "$BUNDLE"; }
@@ -36,22 +34,18 @@ find_bundle() { echo "$BUNDLE"; }
 
 
 def functions(rendered: Rendered, node: str) -> str:
-    script = rendered.file(node, SCRIPT)
-    out = []
-    for name in FUNCTIONS:
-        match = re.search(rf"^{name}\(\) \{{\n.*?^\}}\n", script, re.M | re.S)
-        assert match, f"{name} not in the rendered bootstrap script"
-        out.append(match.group(0))
-    return "\n".join(out)
+    """The node's own files, then the stubs (which replace commands and find_bundle)."""
+    return "set -uo pipefail\n" + rendered.program(node, *PROGRAM) + "\n" + STUBS
 
 
 def run(rendered: Rendered, node: str, bundle: Path, tmp_path: Path, call: str, **env: str) -> tuple[str, list[str]]:
     calls = tmp_path / "calls"
     calls.write_text("")
     script = tmp_path / "t.sh"
-    script.write_text(STUBS + functions(rendered, node) + "\n" + call + "\necho DONE\n")
+    script.write_text(functions(rendered, node) + "\n" + call + "\necho DONE\n")
     variables = {"CALLS": str(calls), "BUNDLE": str(bundle), "NODE_ROLE": "worker", "KUBERNETES_VERSION": "1.20.2",
-                 "CONTAINER_RUNTIME": "containerd", "CRI_DOCKERD": "0", "PATH": "/usr/bin:/bin", **env}
+                 "CONTAINER_RUNTIME": "containerd", "STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin",
+                 **env}
     done = subprocess.run(["bash", str(script)], env=variables, capture_output=True, text=True, check=False)
     return done.stdout.strip(), [ln.replace(str(bundle), "B") for ln in calls.read_text().splitlines()]
 
@@ -102,7 +96,7 @@ def test_listed_file_missing_from_sums_fails(rendered: dict[str, Rendered], bund
     sums = bundle / "SHA256SUMS"
     sums.write_text("".join(ln for ln in sums.read_text().splitlines(True) if not ln.endswith("  cni/bridge\n")))
     out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, 'install_from_bundle "$BUNDLE"')
-    assert out == "FAILED bundle-manifest-not-covered-by-sha256sums"
+    assert out == "FAILED bundle-file-not-covered:cni/bridge"
     assert not calls
 
 
@@ -124,7 +118,7 @@ def test_cri_dockerd_from_the_bundle(rendered: dict[str, Rendered], tmp_path: Pa
     dirs = make_inputs(tmp_path / "in", binaries=("kubeadm", "kubelet", "kubectl", "cri-dockerd"))
     pack_bundle(spec_for(dirs, tmp_path / "bundle", kubernetes_version="1.28.15"))
     out, calls = run(rendered["k8s-1.28-docker"], "wk-a", tmp_path / "bundle", tmp_path, "step_install_runtime",
-                     CONTAINER_RUNTIME="docker", CRI_DOCKERD="1", KUBERNETES_VERSION="1.28.15")
+                     CONTAINER_RUNTIME="docker", KUBERNETES_VERSION="1.28.15")
     assert out == "DONE", out
     assert "download cri-dockerd" not in calls
     assert "install -m 0755 B/bin/cri-dockerd /usr/local/bin/cri-dockerd" in calls
@@ -137,7 +131,7 @@ def test_cri_dockerd_from_the_bundle(rendered: dict[str, Rendered], tmp_path: Pa
 def test_cri_dockerd_downloaded_without_a_bundle_copy(rendered: dict[str, Rendered], bundle: Path,
                                                       tmp_path: Path) -> None:
     out, calls = run(rendered["k8s-1.28-docker"], "wk-a", bundle, tmp_path, "step_install_runtime",
-                     CONTAINER_RUNTIME="docker", CRI_DOCKERD="1")
+                     CONTAINER_RUNTIME="docker")
     assert out == "DONE", out
     assert "download cri-dockerd" in calls
 

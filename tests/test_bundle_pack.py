@@ -91,14 +91,21 @@ def test_pack_layout_and_manifest(bundle: Path) -> None:
     assert "KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml" in dropin
     assert "ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS" in dropin
     doc = json.loads((bundle / "manifest.json").read_text())
-    assert doc["format"] == 1 and doc["images"] == [{"file": "images/pause.tar", "tags": [PAUSE_TAG]}]
+    assert doc["format"] == 2 and doc["images"] == [{"file": "images/pause.tar", "tags": [PAUSE_TAG]}]
     # Round trip through the pure model gives the same bytes.
     assert manifest_to_json(parse_manifest((bundle / "manifest.json").read_bytes())) == (
         bundle / "manifest.json"
     ).read_bytes()
     # SHA256SUMS covers every manifest file plus manifest.json itself.
     sums = parse_sha256sums((bundle / "SHA256SUMS").read_text())
-    assert set(sums) == set(doc["files"]) | {"manifest.json"}
+    lists = {"node/install.list", "node/images-control-plane.list", "node/images-worker.list",
+             "node/kubernetes-version"}
+    assert set(sums) == set(doc["files"]) | {"manifest.json"} | lists
+    # The node's lists: what it installs, the images per role, the version; a shell reads them line by line.
+    assert (bundle / "node/install.list").read_text().splitlines() == sorted(
+        p for p in doc["files"] if not p.startswith(("images/", "extras/")))
+    assert (bundle / "node/images-worker.list").read_text() == "images/pause.tar\n"
+    assert (bundle / "node/kubernetes-version").read_text() == doc["kubernetes_version"] + "\n"
     assert not list(bundle.parent.glob(".bundle.tmp-*"))
 
 
@@ -216,13 +223,13 @@ def test_extras_are_listed_and_verified(tmp_path: Path) -> None:
 
 def test_manifest_parser_names_fields() -> None:
     with pytest.raises(BundleFormatError, match="missing field 'runtime'"):
-        parse_manifest(b'{"format": 1, "kubernetes_version": "1.20.2"}')
-    with pytest.raises(BundleFormatError, match="format 2 is not supported"):
-        parse_manifest(b'{"format": 2}')
+        parse_manifest(b'{"format": 2, "kubernetes_version": "1.20.2"}')
+    with pytest.raises(BundleFormatError, match="format 1 is not supported"):
+        parse_manifest(b'{"format": 1}')
     with pytest.raises(BundleFormatError, match="runtime 'cri-o'"):
-        parse_manifest(b'{"format": 1, "kubernetes_version": "1.20.2", "runtime": "cri-o"}')
+        parse_manifest(b'{"format": 2, "kubernetes_version": "1.20.2", "runtime": "cri-o"}')
     with pytest.raises(BundleFormatError, match="not allowed in a bundle"):
-        parse_manifest(json.dumps({"format": 1, "kubernetes_version": "1.20.2", "runtime": "docker",
+        parse_manifest(json.dumps({"format": 2, "kubernetes_version": "1.20.2", "runtime": "docker",
                                    "files": {"../etc/passwd": "0" * 64}, "images": [],
                                    "cni_plugins": []}).encode())
 

@@ -137,8 +137,9 @@ def test_role_services_are_off_at_boot_and_enabled_by_the_bootstrap() -> None:
 def test_bootstrap_enables_role_services_without_sysv_install() -> None:
     """`systemctl enable` of a unit with an init script runs Debian's Perl update-rc.d and reloads systemd (68 s for
     nginx + keepalived under TCG): the bootstrap adds wants links instead."""
-    text = (Path(__file__).resolve().parents[1] / "cloud-init" / "scripts" / "bootstrap.sh.j2").read_text()
-    assert 'systemctl --no-reload add-wants multi-user.target "$@"' in text
+    root = Path(__file__).resolve().parents[1] / "cloud-init"
+    assert 'systemctl --no-reload add-wants multi-user.target "$@"' in (root / "node" / "lib.sh.j2").read_text()
+    text = "\n".join(p.read_text() for p in sorted([*root.glob("steps/*.sh.j2"), *root.glob("runtime/*.sh.j2")]))
     for unit in ("docker", "containerd", "nginx", "keepalived"):
         assert f"systemctl enable {unit}" not in text and f"systemctl enable --now {unit}" not in text
     assert "enable_units nginx.service keepalived.service" in text

@@ -137,8 +137,11 @@ def test_docker_daemon_json(rendered: dict[str, Rendered]) -> None:
     assert daemon["registry-mirrors"] == ["https://mirror.example.internal"]
     assert daemon["insecure-registries"] == ["registry.lab.internal:5000"]
     assert daemon["data-root"] == "/srv/docker"
-    env = r.file("wk-a", "/etc/imagegen/bootstrap.env")
-    assert "CRI_DOCKERD=1" in env
+    # cri-dockerd (Kubernetes >= 1.24 on Docker) is the runtime seam's business: only its Docker file installs it.
+    assert "cri-dockerd" in r.program("wk-a", "runtime")
+    assert "cri-dockerd" not in rendered["single"].program("lab-worker-1", "runtime")  # 1.20: dockershim
+    assert "runtime_start" in rendered["ha"].program("worker-1", "runtime")
+    assert "docker" not in rendered["ha"].program("worker-1", "steps/install_kubernetes").replace("cri-docker", "")
 
 
 def test_node_preparation_content(rendered: dict[str, Rendered]) -> None:
@@ -174,8 +177,14 @@ def test_kube_vip_manifest(rendered: dict[str, Rendered]) -> None:
     assert env["address"] == "172.31.253.60" and env["vip_arp"] == "true" and env["vip_leaderelection"] == "true"
     assert env["vip_interface"] == "eth0"
     assert "kube-vip.yaml" not in "".join(r.files("k8swn-01"))
-    # 1.30 needs super-admin.conf while kubeadm init runs (kube-vip #684)
-    assert "KUBE_VIP_SUPER_ADMIN=1" in r.file("k8scp-01", "/etc/imagegen/bootstrap.env")
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/admin.conf"
+    # 1.30 needs super-admin.conf while kubeadm init runs (kube-vip #684): only the first control plane has that
+    # variant, decided at render time (no placeholder rewritten at boot).
+    init = yaml.safe_load(r.file("k8scp-01", "/etc/imagegen/kube-vip-init.yaml"))
+    assert init["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/super-admin.conf"
+    assert "/etc/imagegen/kube-vip-init.yaml" not in r.files("k8scp-02")
+    assert "/etc/imagegen/kube-vip.yaml" in r.files("k8scp-02")
+    assert "KUBECONFIG" not in r.file("k8scp-01", "/etc/imagegen/kube-vip.yaml")
 
 
 def test_steps_per_role(rendered: dict[str, Rendered]) -> None:
@@ -188,16 +197,29 @@ def test_steps_per_role(rendered: dict[str, Rendered]) -> None:
     assert "init_cluster" in steps("cp-1") and "join_control_plane" not in steps("cp-1")
     assert "join_control_plane" in steps("cp-2") and "init_cluster" not in steps("cp-2")
     assert "PREVIOUS_CONTROL_PLANE=192.168.10.12" in r.file("cp-3", "/etc/imagegen/bootstrap.env")
+    assert "PREVIOUS_CONTROL_PLANE" not in r.file("cp-1", "/etc/imagegen/bootstrap.env")
+    # A node carries only its own steps and the parts they need: no kubeadm, runtime or bundle on a load balancer.
+    for lb in ("lb-1", "harbor"):
+        names = [p for p in r.files(lb) if p.startswith("/usr/local/lib/imagegen/")]
+        assert not [p for p in names if "/parts/" in p or p.endswith("/runtime.sh")], names
+        assert "kubeadm" not in "".join(r.files(lb)[p]["content"] for p in names if "/steps/" in p)
     assert "join_worker" in steps("worker-1")
     assert "install_load_balancer" in steps("lb-1") and "install_registry" in steps("harbor")
 
 
-def test_host_gw_routes(rendered: dict[str, Rendered]) -> None:
+def test_host_gw_config_holds_no_other_node(rendered: dict[str, Rendered]) -> None:
+    """host-gw: the CNI config waits for the node's podCIDR from the cluster, and no node's seed names another
+    Kubernetes node (routes come from the Node objects: tests/test_host_gw_agent.py)."""
     r = rendered["single"]
-    routes = r.file("lab-cp-1", "/etc/imagegen/host-gw-routes").splitlines()
-    assert "10.244.1.0/24 10.77.0.21" in routes and "POD_CIDR 10.244.0.0/16" in routes
-    conf = json.loads(r.file("lab-worker-1", "/etc/cni/net.d/10-imagegen-host-gw.conflist"))
-    assert conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "10.244.1.0/24"
+    conf = json.loads(r.file("lab-worker-1", "/etc/imagegen/host-gw.conflist.json"))
+    assert conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "NODE_POD_CIDR"
+    for node in r.plan.kubernetes_nodes:
+        text = r.artifacts[f"nodes/{node.name}/user-data"].data.decode()
+        others = [n for n in r.plan.kubernetes_nodes if n != node and n.role == "worker"]
+        assert not [n.name for n in others if n.name in text or f"{n.ip}" in text], node.name
+    docs = list(yaml.safe_load_all(r.file("lab-cp-1", "/etc/imagegen/kubeadm.yaml")))
+    cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
+    assert "allocate-node-cidrs" not in str(cluster["controllerManager"])  # kubeadm's default: true
 
 
 def _bundle_kubeadm() -> Path | None:

@@ -50,8 +50,14 @@ def run_bash(program: str, bin_dir: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", program], capture_output=True, text=True, env=env, timeout=120, **kw)
 
 
+PROGRAM_PREFIXES = ("/usr/local/lib/imagegen/lib.sh", "/usr/local/lib/imagegen/runtime.sh",
+                    "/usr/local/lib/imagegen/parts/", "/usr/local/lib/imagegen/steps/",
+                    "/usr/local/lib/imagegen/bootstrap.sh")
+
+
 def bootstrap(r: Rendered, node: str) -> str:
-    return r.file(node, "/usr/local/lib/imagegen/bootstrap.sh")
+    """The node's whole first-boot program: its library, runtime seam, parts, steps and the runner."""
+    return "\n".join(f["content"] for path, f in r.files(node).items() if path.startswith(PROGRAM_PREFIXES))
 
 
 # -- item 1: kubeadm reset must not cost the cluster its CAs ---------------------------------------------------
@@ -116,7 +122,7 @@ def test_init_retry_restores_the_pre_placed_cas(rendered: dict[str, Rendered], t
     calls = tmp_path / "calls"
     _fakes(bin_dir, calls, kube, init_fails=1)
     program = (functions(bootstrap(r, "cp-1")) + _harness(tmp_path, kube)
-               + "sleep() { :; }\nensure_offline_images() { :; }\napply_cni() { :; }\nstep_init_cluster\n"
+               + "sleep() { :; }\nensure_offline_images() { :; }\nwait_healthy() { :; }\nstep_init_cluster\n"
                + "echo RETURNED\n")
     result = run_bash(program, bin_dir)
     assert "RETURNED" in result.stdout, result.stdout + result.stderr
@@ -209,18 +215,24 @@ def test_join_retry_phases_exist_in_that_kubeadm(version: str) -> None:
 # -- the sentinel: exactly one OK or FAILED line on every exit path, and resume after a reboot ------------------
 
 def _runnable(tmp_path: Path, r: Rendered, node: str, steps: str, step_defs: str) -> tuple[Path, Path]:
-    """The whole rendered bootstrap.sh with its fixed paths pointed into tmp_path; bootstrap.env (sourced by the
-    script) names the steps and defines them."""
-    script = bootstrap(r, node)
+    """The rendered runner (bootstrap.sh) and lib.sh with their fixed paths pointed into tmp_path; bootstrap.env
+    names the steps and each step file holds `step_defs` (only steps defined here: the node's own would act on
+    this machine)."""
+    lib = tmp_path / "lib"
+    (lib / "steps").mkdir(parents=True)
+    script = r.file(node, "/usr/local/lib/imagegen/bootstrap.sh")
     env_text = r.file(node, "/etc/imagegen/bootstrap.env")
-    env_text = re.sub(r'^STEPS=.*$', f'STEPS="{steps}"', env_text, flags=re.M) + "\n" + step_defs + "\n"
+    env_text = re.sub(r'^STEPS=.*$', f'STEPS="{steps}"', env_text, flags=re.M) + "\n"
     (tmp_path / "bootstrap.env").write_text(env_text)
-    (tmp_path / "distro.sh").write_text("")
+    library = r.file(node, "/usr/local/lib/imagegen/lib.sh")
+    assert "/dev/console" in library
+    (lib / "lib.sh").write_text(library.replace("/dev/console", str(tmp_path / "console")))
+    for step in steps.split():
+        (lib / "steps" / f"{step}.sh").write_text(step_defs + "\n")
     for old, new in (("/etc/imagegen/bootstrap.env", tmp_path / "bootstrap.env"),
-                     ("/usr/local/lib/imagegen/distro.sh", tmp_path / "distro.sh"),
+                     ("LIB_DIR=/usr/local/lib/imagegen", f"LIB_DIR={lib}"),
                      ("STATE_DIR=/var/lib/imagegen", f"STATE_DIR={tmp_path}/state"),
-                     ("LOG_DIR=/var/log/imagegen", f"LOG_DIR={tmp_path}/log"),
-                     ("/dev/console", tmp_path / "console")):
+                     ("LOG_DIR=/var/log/imagegen", f"LOG_DIR={tmp_path}/log")):
         assert str(old) in script, old
         script = script.replace(str(old), str(new))
     path = tmp_path / "bootstrap.sh"
@@ -319,7 +331,8 @@ def test_retry_backs_off_and_gives_up(rendered: dict[str, Rendered], tmp_path: P
 
 @pytest.mark.parametrize("command", ["kubeadm reset -f", "kubectl apply", "harbor-install.sh"])
 def test_reset_kubectl_and_harbor_output_is_masked(rendered: dict[str, Rendered], command: str) -> None:
-    script = "\n".join(line.strip() for line in bootstrap(rendered["ha"], "cp-1").splitlines())
+    node = "harbor" if command == "harbor-install.sh" else "cp-1"
+    script = "\n".join(line.strip() for line in bootstrap(rendered["ha"], node).splitlines())
     uses = [line for line in script.splitlines() if command in line and not line.startswith("#")]
     assert uses and all("redacted" in line for line in uses), uses
 
@@ -357,10 +370,9 @@ def test_api_server_binds_the_endpoint_port(base_plan: dict, tmp_path: Path, mod
         assert endpoint["bindPort"] == bind
         conf = tmp_path / f"{node.name}.yaml"
         conf.write_text(files["/etc/imagegen/kubeadm.yaml"])
-        func = functions(files["/usr/local/lib/imagegen/bootstrap.sh"])
-        result = run_bash(f"{func}\nKUBEADM_CONFIG={conf}\napi_port", bin_dir)
+        script = "\n".join(text for path, text in files.items() if path.startswith(PROGRAM_PREFIXES))
+        result = run_bash(f"{functions(script)}\nKUBEADM_CONFIG={conf}\napi_port", bin_dir)
         assert result.stdout.strip() == str(bind)
-        script = files["/usr/local/lib/imagegen/bootstrap.sh"]
         assert ":6443/healthz" not in script and '$NODE_IP:$(api_port)/healthz' in script
 
 
@@ -392,12 +404,18 @@ def test_flannel_edit_refuses_an_unknown_shape(rendered: dict[str, Rendered], tm
     assert result.returncode != 0
 
 
-def test_pod_subnet_read_from_kubeadm_config(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+def test_flannel_gets_the_plans_pod_cidr(rendered: dict[str, Rendered]) -> None:
+    """The first control plane's apply_cni step passes the plan's pod CIDR (decided at render time, not read back
+    from kubeadm.yaml at boot); other CNIs carry no Flannel code."""
     r = rendered["kube-vip"]
-    conf = tmp_path / "kubeadm.yaml"
-    conf.write_text(r.file("k8scp-01", "/etc/imagegen/kubeadm.yaml"))
-    result = run_bash(f"{functions(bootstrap(r, 'k8scp-01'))}\nKUBEADM_CONFIG={conf}\npod_subnet", tmp_path)
-    assert result.stdout.strip() == str(r.plan.cluster.pod_cidr)
+    assert r.plan.cluster.cni == "flannel"
+    step = r.program("k8scp-01", "steps/apply_cni")
+    assert f"set_flannel_network \"$copy\" {r.plan.cluster.pod_cidr} " in step
+    for name, rr in rendered.items():
+        for node in rr.plan.control_planes[:1]:
+            files = rr.files(node.name)
+            if rr.plan.cluster.cni != "flannel" and "/usr/local/lib/imagegen/steps/apply_cni.sh" in files:
+                assert "flannel" not in files["/usr/local/lib/imagegen/steps/apply_cni.sh"]["content"].lower(), name
 
 
 # -- item 10: package_repository with or without a trailing slash -----------------------------------------------
@@ -639,9 +657,9 @@ def test_image_present_survives_a_long_image_list(rendered: dict[str, Rendered],
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake(bin_dir, "ctr", f'echo {wanted}\nfor i in $(seq 1 200000); do echo "sha256:$i"; done\n')
-    program = (f"set -uo pipefail\nCONTAINER_RUNTIME=containerd\n{functions(bootstrap(r, 'cp-1'))}\n"
-               f"image_present {wanted} && echo present || echo missing\n"
-               "image_present k8s.gcr.io/none:1 && echo present || echo missing\n")
+    program = (f"set -uo pipefail\n{functions(bootstrap(r, 'cp-1'))}\n"
+               f"runtime_image_present {wanted} && echo present || echo missing\n"
+               "runtime_image_present k8s.gcr.io/none:1 && echo present || echo missing\n")
     out = run_bash(program, bin_dir).stdout.split()
     assert out == ["present", "missing"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
 from imagegen.plan import parse_plan
@@ -29,12 +30,15 @@ def _instance_id(artifacts: dict, name: str) -> str:
 def _plans(stem: str) -> tuple[dict, dict]:
     base = yaml.safe_load((ROOT / "examples" / f"{stem}.yaml").read_text())
     grown = copy.deepcopy(base)
-    grown["nodes"].append({"name": "wk-new", "role": "worker", "ip": "192.168.10.99", "mac": "52:54:00:10:00:99"})
+    prefix = base["network"]["cidr"].rsplit(".", 1)[0]
+    grown["nodes"].append({"name": "wk-new", "role": "worker", "ip": f"{prefix}.99", "mac": "52:54:00:10:00:99"})
     return base, grown
 
 
-def test_adding_a_worker_changes_no_existing_node(tmp_path: Path) -> None:
-    base, grown = _plans("ha")
+# ha: Calico; single: host-gw, whose routes and pod subnets come from the Node objects.
+@pytest.mark.parametrize("stem", ["ha", "single"])
+def test_adding_a_worker_changes_no_existing_node(tmp_path: Path, stem: str) -> None:
+    base, grown = _plans(stem)
     plan, plan_grown = parse_plan(base), parse_plan(grown)
     state = ensure_state(tmp_path / "state", plan)
     before, after = render_cluster(plan, state), render_cluster(plan_grown, state)

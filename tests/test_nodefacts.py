@@ -40,13 +40,12 @@ def test_bash_reads_back_every_value(rendered: dict[str, Rendered], plan_id: str
 
 def test_hostile_values_stay_strings(tmp_path) -> None:
     """Quoting does not rely on validation: a value with shell syntax is still just a string."""
-    facts = NodeFacts(node_name="n", node_role="worker", node_ip="10.0.0.1", steps=("prepare",),
-                      deadline_seconds=60, join_attempts=1, endpoint_name="api", endpoint_port=6443, packages=())
+    facts = NodeFacts(node_name="n", node_role="worker", steps=("prepare",), deadline_seconds=60, packages=())
     marker = tmp_path / "pwned"
     evil = f'x";touch {marker};"$(touch {marker})`touch {marker}`\'\n{marker}'
-    facts = replace(facts, endpoint_name=evil, packages=(evil, "b"))
-    values = _bash_env(to_env(facts), ["ENDPOINT_NAME", "PACKAGES"])
-    assert values == {"ENDPOINT_NAME": evil, "PACKAGES": f"{evil} b"}
+    facts = replace(facts, node_name=evil, packages=(evil, "b"))
+    values = _bash_env(to_env(facts), ["NODE_NAME", "PACKAGES"])
+    assert values == {"NODE_NAME": evil, "PACKAGES": f"{evil} b"}
     assert not marker.exists()
 
 

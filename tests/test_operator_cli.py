@@ -184,7 +184,8 @@ def test_explain_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     assert set(data) >= EXPLAIN_KEYS and data["kubernetes_version"] == "1.34.2"
     assert set(data["addresses"]) == {"ip", "mac", "interface", "cidr", "gateway", "dns", "endpoint"}
-    assert data["steps"][:3] == ["prepare", "install_runtime", "install_kubernetes"] and "init_cluster" in data["steps"]
+    assert data["steps"][:4] == ["prepare", "disable_swap", "install_runtime", "install_kubernetes"]
+    assert "init_cluster" in data["steps"]
     files = {f["path"]: f for f in data["files"]}
     assert files["/etc/kubernetes/pki/ca.key"]["secret_groups"] == ["cluster-ca-keys"]
     assert files["/etc/kubernetes/pki/ca.key"]["mode"] == "0600"

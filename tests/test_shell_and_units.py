@@ -3,13 +3,14 @@ configs through nginx -t and keepalived --config-test: the real tools that consu
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from imagegen.bundle.format import BundleImage, Manifest, node_lists
 
 from .conftest import Rendered, plan_ids, require_tool
 
@@ -121,7 +122,7 @@ def test_systemd_analyze_catches_bad_unit(tmp_path: Path) -> None:
 def test_bootstrap_masks_kubeadm_output(rendered: dict[str, Rendered]) -> None:
     """The rendered script's own `redacted` function, run by bash on what kubeadm init prints at its end."""
     r = rendered["ha"]
-    script = r.file("cp-1", "/usr/local/lib/imagegen/bootstrap.sh")
+    script = r.program("cp-1", "lib")
     func = re.search(r"^redacted\(\) \{.*?^\}", script, re.S | re.M).group(0)
     token, key = r.state.bootstrap_token, r.state.certificate_key
     fake = (f"kubeadm join k8s-api:6443 --token {token} --discovery-token-ca-cert-hash "
@@ -144,18 +145,16 @@ def test_bootstrap_masks_kubeadm_output(rendered: dict[str, Rendered]) -> None:
 ])
 def test_join_error_classification(rendered: dict[str, Rendered], tmp_path: Path, line: str, final: bool) -> None:
     """The rendered script's join_error_is_final on lines kubeadm 1.20 printed in the cluster test."""
-    script = rendered["single"].file("lab-worker-1", "/usr/local/lib/imagegen/bootstrap.sh")
+    script = rendered["single"].program("lab-worker-1", "parts/kubeadm")
     func = re.search(r"^join_error_is_final\(\) \{.*?^\}", script, re.S | re.M).group(0)
     (tmp_path / "join-attempt.log").write_text(f"[preflight] Running pre-flight checks\n{line}\n")
     result = subprocess.run(["bash", "-c", f"LOG_DIR={shlex.quote(str(tmp_path))}\n{func}\njoin_error_is_final"])
     assert (result.returncode == 0) is final
 
 
-def test_workers_skip_control_plane_images(rendered: dict[str, Rendered], tmp_path: Path) -> None:
-    """The rendered script's control_plane_only_images on a bundle manifest: only images whose every tag is a
-    control-plane component are skipped; pause, kube-proxy, workloads and mixed-tag images are loaded."""
-    script = rendered["single"].file("lab-worker-1", "/usr/local/lib/imagegen/bootstrap.sh")
-    func = re.search(r"^control_plane_only_images\(\) \{.*?^\}", script, re.S | re.M).group(0)
+def test_workers_skip_control_plane_images() -> None:
+    """The bundle's worker image list (imagegen.bundle.format.node_lists): only images whose every tag is a
+    control-plane component are left out; pause, kube-proxy, workloads and mixed-tag images are loaded."""
     images = {
         "images/kube-apiserver.tar": ["k8s.gcr.io/kube-apiserver:v1.20.2"],
         "images/kube-controller-manager.tar": ["registry.k8s.io/kube-controller-manager:v1.28.4"],
@@ -164,11 +163,10 @@ def test_workers_skip_control_plane_images(rendered: dict[str, Rendered], tmp_pa
         "images/kube-proxy.tar": ["k8s.gcr.io/kube-proxy:v1.20.2"],
         "images/pause.tar": ["k8s.gcr.io/pause:3.2"],
         "images/etcd-and-tools.tar": ["k8s.gcr.io/etcd:3.4.13-0", "example.org/etcd-tools:1"],
-        "images/untagged.tar": [],
     }
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"format": 1, "images": [{"file": f, "tags": t} for f, t in images.items()]}))
-    result = subprocess.run(["bash", "-c", f"{func}\ncontrol_plane_only_images {shlex.quote(str(manifest))}"],
-                            capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["images/kube-apiserver.tar", "images/kube-controller-manager.tar",
-                                     "images/kube-scheduler.tar", "images/etcd.tar"]
+    manifest = Manifest(kubernetes_version="1.20.2", runtime="docker", files={}, cni_plugins=(), created_by="t",
+                        images=tuple(BundleImage(f, tuple(t)) for f, t in images.items()))
+    lists = node_lists(manifest)
+    assert lists["node/images-worker.list"].decode().split() == [
+        "images/kube-proxy.tar", "images/pause.tar", "images/etcd-and-tools.tar"]
+    assert lists["node/images-control-plane.list"].decode().split() == list(images)

@@ -9,16 +9,20 @@ Pure: no file system access. `pack.py` does the I/O. A bundle directory holds
     cni/            CNI plugin binaries
     systemd/        kubelet.service, 10-kubeadm.conf [cri-docker.service cri-docker.socket with cri-dockerd]
     extras/         optional operator files
+    node/           what a node installs, in lists shell reads without a second parser (derived from the
+                    manifest by `node_lists`, covered by SHA256SUMS): install.list, images-control-plane.list,
+                    images-worker.list, kubernetes-version
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: node/ lists
 DISK_LABEL = "imagegen-bundle"
 RUNTIMES = ("docker", "containerd")
 REQUIRED_BINARIES = ("kubeadm", "kubelet", "kubectl")
@@ -30,6 +34,9 @@ REQUIRED_CNI_PLUGINS = ("loopback",)  # kubelet's pod sandbox always needs the l
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
 TOP_LEVEL_DIRS = ("bin", "images", "cni", "systemd", "extras")
+NODE_LISTS_DIR = "node"
+# An image whose every tag is one of these runs only on control planes: a worker does not load it.
+_CONTROL_PLANE_IMAGE = re.compile(r"(^|/)(kube-apiserver|kube-controller-manager|kube-scheduler|etcd):")
 
 _VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -236,6 +243,24 @@ def parse_sha256sums(text: str) -> dict[str, str]:
     return sums
 
 
+def node_lists(manifest: Manifest) -> dict[str, bytes]:
+    """What a node needs to know about the bundle, as plain line lists (the node program reads these, never
+    manifest.json): the files it installs, the image archives per role in manifest order, the version."""
+    def lines(items: list[str]) -> bytes:
+        return "".join(f"{i}\n" for i in items).encode()
+
+    install = sorted(p for p in manifest.files if p.split("/", 1)[0] in ("bin", "cni", "systemd"))
+    every = [i.file for i in manifest.images]
+    worker = [i.file for i in manifest.images if not all(_CONTROL_PLANE_IMAGE.search(t) for t in i.tags)]
+    return {
+        f"{NODE_LISTS_DIR}/install.list": lines(install),
+        f"{NODE_LISTS_DIR}/images-control-plane.list": lines(every),
+        f"{NODE_LISTS_DIR}/images-worker.list": lines(worker),
+        f"{NODE_LISTS_DIR}/kubernetes-version": lines([manifest.kubernetes_version]),
+    }
+
+
 def sums_for(manifest: Manifest, manifest_sha256: str) -> dict[str, str]:
-    """SHA256SUMS covers every file and manifest.json, so coreutils alone verifies the lot."""
-    return {**manifest.files, MANIFEST_NAME: manifest_sha256}
+    """SHA256SUMS covers every file, the node lists and manifest.json, so coreutils alone verifies the lot."""
+    lists = {p: hashlib.sha256(data).hexdigest() for p, data in node_lists(manifest).items()}
+    return {**manifest.files, **lists, MANIFEST_NAME: manifest_sha256}

@@ -27,6 +27,7 @@ from imagegen.bundle.format import (
     Manifest,
     layout_problems,
     manifest_to_json,
+    node_lists,
     normalise_version,
     parse_manifest,
     parse_sha256sums,
@@ -229,6 +230,10 @@ def pack_bundle(spec: PackSpec) -> Manifest:
             raise BundleError(problems)
         manifest_bytes = manifest_to_json(manifest)
         (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
+        for rel, data in node_lists(manifest).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+            (tmp / rel).chmod(0o644)
         sums = sums_for(manifest, hashlib.sha256(manifest_bytes).hexdigest())
         (tmp / SUMS_NAME).write_text(sha256sums_text(sums))
         for name in (MANIFEST_NAME, SUMS_NAME):
@@ -292,7 +297,12 @@ def verify_bundle(bundle: Path, check_images: bool = True) -> Manifest:
         if rel.startswith(("bin/", "cni/")) and not path.stat().st_mode & stat.S_IXUSR:
             problems.append(f"{path}: not executable")
 
-    known = set(manifest.files) | {MANIFEST_NAME, SUMS_NAME}
+    lists = node_lists(manifest)
+    for rel, data in sorted(lists.items()):
+        path = bundle / rel
+        if not path.is_file() or path.is_symlink() or path.read_bytes() != data:
+            problems.append(f"{path}: missing or not what manifest.json says (re-pack the bundle)")
+    known = set(manifest.files) | set(lists) | {MANIFEST_NAME, SUMS_NAME}
     for dirpath, _dirs, names in os.walk(bundle):
         for name in names:
             rel = (Path(dirpath) / name).relative_to(bundle).as_posix()
