@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagegen import __version__
@@ -115,13 +116,8 @@ def cmd_token_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from imagegen.cli_operator import PLAN_HELP, add_output_flag, add_parsers
-
-    p = argparse.ArgumentParser(prog="imagegen", description="Kubernetes cluster plan -> self-configuring nodes.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"imagegen {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_core_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from imagegen.cli_operator import PLAN_HELP, add_output_flag
 
     v = sub.add_parser("validate", help="check a plan and report every problem")
     v.add_argument("plan", metavar="PLAN", help=PLAN_HELP)
@@ -172,17 +168,75 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "0 never expires)")
     app.set_defaults(func=cmd_token_apply)
 
-    add_parsers(sub)
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).add_parser(sub)
+
+@dataclass(frozen=True)
+class Command:
+    """Subcommands one module adds: `module.add_parser(subparsers)` adds exactly `names`."""
+
+    names: tuple[str, ...]
+    module: str
+    add_parser: str = "add_parser"
+    # The pyproject extra whose packages the module may need beyond imagegen's own dependencies.
+    extra: str | None = None
+
+
+# Every subcommand, in --help order: the parser, --help and shell completion are built from this table. A missing
+# third-party module leaves its commands listed but unavailable (exit 2 naming the module and the fix); a missing
+# imagegen module is a bug and fails loudly.
+COMMANDS: tuple[Command, ...] = (
+    Command(("validate", "show", "render", "token"), "imagegen.cli", "add_core_parsers"),
+    Command(("init", "explain", "diff", "sizes", "schema", "completion"), "imagegen.cli_operator", "add_parsers"),
+    # Image and bundle builds are the VM workflow (`make vm-deps` installs '.[vm]').
+    Command(("bundle",), "imagegen.bundle.cli", extra="vm"),
+    Command(("image",), "imagegen.image.cli", extra="vm"),
+    Command(("serve",), "imagegen.serve"),
+    Command(("pxe",), "imagegen.pxe"),
+    Command(("certs",), "imagegen.certs"),
+    Command(("kubeconfig",), "imagegen.kubeconfig"),
+    Command(("node",), "imagegen.nodeops"),
+)
+
+
+def install_hint(extra: str | None) -> str:
+    if extra:
+        return f"pip install 'imagegen[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+    return "reinstall imagegen with its dependencies: pip install imagegen (in a checkout: pip install -e .)"
+
+
+def _add_unavailable(sub: argparse._SubParsersAction, command: Command,  # type: ignore[type-arg]
+                     missing: str) -> None:
+    message = (f"needs the Python module {missing!r}, which is not installed; {install_hint(command.extra)}")
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise UsageError(f"{args.command}: {message}")
+
+    for name in command.names:
+        p = sub.add_parser(name, help=f"(unavailable: {message})", description=f"Unavailable: {message}.")
+        # Whatever follows is accepted, so every invocation gets the message above rather than a usage error.
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=unavailable, _unavailable=True)
+
+
+def add_command(sub: argparse._SubParsersAction, command: Command) -> None:  # type: ignore[type-arg]
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.partition(".")[0] == "imagegen":
+            raise
+        _add_unavailable(sub, command, exc.name.partition(".")[0])
+        return
+    getattr(module, command.add_parser)(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagegen", description="Kubernetes cluster plan -> self-configuring nodes.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"imagegen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        add_command(sub, command)
     _remember_parsers(p)
     return p
-
-
-# Commands defined in their own packages, registered explicitly: an import error is a bug to see, not a command
-# that silently disappears from --help.
-SUBCOMMAND_MODULES = ("imagegen.bundle.cli", "imagegen.image.cli", "imagegen.serve", "imagegen.pxe",
-                      "imagegen.certs", "imagegen.kubeconfig", "imagegen.nodeops")
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +250,7 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
-    if extra:
+    if extra and not getattr(args, "_unavailable", False):
         args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 

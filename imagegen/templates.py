@@ -36,3 +36,10 @@ def _expression(text: str) -> Any:
 def evaluate(expression: str, context: dict[str, Any]) -> Any:
     """Evaluate a profile's `when`/`foreach` expression against a node's context."""
     return _expression(expression)(**context)
+
+
+@cache
+def environment_over(subdir: str) -> jinja2.Environment:
+    """The same strict environment (filters, undefined, comment syntax) loading from another data directory,
+    e.g. `profiles/images/scripts` for the image builder's scripts. `environment()` itself is unchanged."""
+    return environment().overlay(loader=jinja2.FileSystemLoader(str(data_dir() / subdir)))

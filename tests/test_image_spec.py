@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from imagegen.errors import UsageError
-from imagegen.image.build import PROFILES, bundle_digest, load_spec, read_spec_document
+from imagegen.image.build import bundle_digest, load_spec, read_spec_document, spec_dir
 from imagegen.image.spec import (
     ImageFormat,
     Kernel,
@@ -18,7 +18,7 @@ from imagegen.image.spec import (
     parse_spec,
 )
 
-NODE = read_spec_document(PROFILES / "node.yaml")
+NODE = read_spec_document(spec_dir() / "node.yaml")
 
 
 def key_of(data: dict, **kw: object) -> str:
@@ -91,7 +91,7 @@ def test_bad_spec_names_the_field(change: dict, field: str) -> None:
 
 
 def test_node_spec_bakes_what_the_debian_profiles_install() -> None:
-    distro = yaml.safe_load((PROFILES.parent / "distros" / "debian-12.yaml").read_text())
+    distro = yaml.safe_load((spec_dir().parent / "distros" / "debian-12.yaml").read_text())
     spec = load_spec("node")
     for group in ("base", "cni-plugins", "containerd", "docker", "etcd-client", "load-balancer"):
         for pkg in distro["packages"][group]:
@@ -100,7 +100,7 @@ def test_node_spec_bakes_what_the_debian_profiles_install() -> None:
 
 def test_unknown_distro_group_is_named(tmp_path: Path) -> None:
     spec_file = tmp_path / "x.yaml"
-    spec_file.write_text(yaml.safe_dump({**yaml.safe_load((PROFILES / "node.yaml").read_text()),
+    spec_file.write_text(yaml.safe_dump({**yaml.safe_load((spec_dir() / "node.yaml").read_text()),
                                          "distro_packages": {"distro": "debian-12", "groups": ["nope"]}}))
     with pytest.raises(UsageError, match="'nope'"):
         load_spec(str(spec_file))

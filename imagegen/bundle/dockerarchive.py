@@ -216,6 +216,7 @@ def entries_from_directory(root: Path, prefix: str = "") -> list[LayerEntry]:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks: the one file digest of the bundle and image code."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):

@@ -7,13 +7,12 @@ import math
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.bundle.dockerarchive import ArchiveError, read_docker_archive
+from imagegen.bundle.dockerarchive import ArchiveError, read_docker_archive, sha256_file
 from imagegen.bundle.format import (
     DISK_LABEL,
     MANIFEST_NAME,
@@ -36,6 +35,7 @@ from imagegen.bundle.format import (
     validate_relpath,
 )
 from imagegen.bundle.units import CRI_DOCKERD_UNITS, SYSTEMD_UNITS
+from imagegen.proc import capture
 
 # Every file and directory of a packed bundle gets this mtime, so `mke2fs -d` sees identical
 # trees for identical inputs. SOURCE_DATE_EPOCH overrides it (reproducible-builds convention).
@@ -80,14 +80,6 @@ class DiskImage:
 def source_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_EPOCH
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _copy_hashing(src: Path, dst: Path, mode: int) -> str:
@@ -396,7 +388,7 @@ def make_disk(bundle: Path, out: Path, verify: bool = True) -> DiskImage:
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = capture(cmd, env=env)
     # debugfs exits 0 even when a command fails; anything on stderr besides its banner is an error.
     noise = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("debugfs ")]
     if proc.returncode != 0 or (cmd[0] == "debugfs" and noise):

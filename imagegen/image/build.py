@@ -34,9 +34,14 @@ from imagegen.image.spec import (
     identity_key,
     parse_spec,
 )
+from imagegen.profiles import load_distro
+from imagegen.resources import data_dir
 
-REPO = Path(__file__).resolve().parents[2]
-PROFILES = REPO / "profiles" / "images"
+
+def spec_dir() -> Path:
+    """Where `--spec NAME` is looked up: profiles/images/ of imagegen's data (a checkout, the installed wheel's
+    imagegen/_data, or IMAGEGEN_DATA)."""
+    return data_dir() / "profiles" / "images"
 
 
 def default_cache() -> Path:
@@ -62,33 +67,35 @@ class BuiltImage:
 
 
 def load_spec(ref: str, *, kernel: str | None = None, bundle: Path | None = None,
-              formats: tuple[ImageFormat, ...] | None = None, profiles: Path = PROFILES) -> ImageSpec:
+              formats: tuple[ImageFormat, ...] | None = None) -> ImageSpec:
     """`ref` is a spec name (profiles/images/<name>.yaml) or a path to a spec file."""
     path = Path(ref)
+    specs = spec_dir()
     if not (path.suffix in (".yaml", ".yml") or "/" in ref):
-        path = profiles / f"{ref}.yaml"
+        path = specs / f"{ref}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in profiles.glob("*.yaml")))
+        known = ", ".join(sorted(p.stem for p in specs.glob("*.yaml")))
         raise UsageError(f"--spec {ref!r}: no such image spec ({path}); known specs: {known or 'none'}")
-    data = read_spec_document(path, profiles)
+    data = read_spec_document(path)
     if bundle is not None and not bundle.is_dir():
         raise UsageError(f"--bundle {bundle}: not a directory; give the bundle directory (with manifest.json)")
     return parse_spec(data, kernel=kernel, bundle=bundle.resolve() if bundle else None, formats=formats)
 
 
-def read_spec_document(path: Path, profiles: Path = PROFILES) -> object:
+def read_spec_document(path: Path) -> object:
     """The spec file as data, with distro package groups resolved (parse_spec validates the rest)."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
     if isinstance(data, dict) and "distro_packages" in data:
-        data = _merge_distro_packages(data, profiles.parent / "distros")
+        data = _merge_distro_packages(data)
     return data
 
 
-def _merge_distro_packages(data: dict[str, object], distros: Path) -> dict[str, object]:
-    """Resolve `distro_packages: {distro: debian-12, groups: [...]}` from profiles/distros/<distro>.yaml.
+def _merge_distro_packages(data: dict[str, object]) -> dict[str, object]:
+    """Resolve `distro_packages: {distro: debian-12, groups: [...]}` through the distro the node profiles use
+    (imagegen.profiles.load_distro: profiles/distros/<distro>.yaml).
 
     The node profiles install those groups when missing; baking the same groups keeps image and profiles in
     step, so a baked node never reaches for apt.
@@ -96,17 +103,19 @@ def _merge_distro_packages(data: dict[str, object], distros: Path) -> dict[str, 
     ref = data["distro_packages"]
     if not isinstance(ref, dict) or not isinstance(ref.get("distro"), str) or not isinstance(ref.get("groups"), list):
         raise UsageError(f"image spec: distro_packages: must be {{distro: NAME, groups: [..]}} (got {ref!r})")
-    distro_file = distros / f"{ref['distro']}.yaml"
-    if not distro_file.is_file():
-        known = ", ".join(sorted(p.stem for p in distros.glob("*.yaml")))
-        raise UsageError(f"image spec: distro_packages.distro: no {distro_file} (known: {known})")
-    groups = (yaml.safe_load(distro_file.read_text()) or {}).get("packages") or {}
+    try:
+        distro = load_distro(ref["distro"])
+    except FileNotFoundError as exc:
+        missing = Path(str(exc.filename))
+        known = ", ".join(sorted(p.stem for p in missing.parent.glob("*.yaml")))
+        raise UsageError(f"image spec: distro_packages.distro: no {missing} (known: {known})") from None
+    groups = distro.packages
     merged = dict(data.get("packages") or {})  # type: ignore[call-overload]
     for group in ref["groups"]:
         if group not in groups:
             raise UsageError(f"image spec: distro_packages.groups: {group!r} is not a package group of "
-                             f"{distro_file.name} (groups: {', '.join(sorted(groups))})")
-        merged[f"{ref['distro']}:{group}"] = groups[group]
+                             f"{distro.name}.yaml (groups: {', '.join(sorted(groups))})")
+        merged[f"{ref['distro']}:{group}"] = list(groups[group])
     out = {k: v for k, v in data.items() if k != "distro_packages"}
     out["packages"] = merged
     return out

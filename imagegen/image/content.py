@@ -1,16 +1,18 @@
 """What the builder writes into the root filesystem and the scripts it runs: pure text from spec + layout.
 
-The rendered texts are part of the cache key, so any change here is a new image.
+The scripts are templates in profiles/images/scripts/. The rendered texts are part of the cache key, so any change
+here or there is a new image.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
+import re
 from dataclasses import dataclass
 
 from imagegen.image.layout import DiskLayout
 from imagegen.image.spec import ImageSpec
+from imagegen.templates import environment_over
 
 # The last console= wins /dev/console: the serial port, where cloud-init's final_message and imagegen's markers
 # must appear for the VM harness (and an operator's serial log) to see them.
@@ -20,6 +22,9 @@ GRUB_OK = "IMAGEGEN-GRUB-OK"
 GRUB_FAILED = "IMAGEGEN-GRUB-FAILED"
 BUNDLE_DIR = "/opt/imagegen/bundle"
 DATASOURCES = ("NoCloud", "ConfigDrive", "VMware", "None")
+# The shell scripts the builder runs, as data beside the image specs (rendered like the node's cloud-init/).
+SCRIPTS = "profiles/images/scripts"
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9._/-]+")
 
 
 @dataclass(frozen=True)
@@ -78,48 +83,19 @@ def ssh_hostkeys_dropin() -> str:
             "'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || /usr/bin/ssh-keygen -A'\n")
 
 
+def _script(name: str, **context: object) -> str:
+    return environment_over(SCRIPTS).get_template(name).render(**context)
+
+
 def grub_setup_script(layout: DiskLayout) -> str:
     """PID 1 of the one-shot boot that installs GRUB: the guest kernel can mount what the host kernel cannot."""
-    return f"""#!/bin/sh
-# Runs once as init= in a throw-away boot of the image's own kernel, then powers off. Removed afterwards.
-set -eu
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-step=start
-fail() {{ echo "{GRUB_FAILED} step=$step" >/dev/console; sync; echo o >/proc/sysrq-trigger; sleep 60; }}
-trap fail EXIT
-step=mounts
-# The initramfs has already moved /proc, /sys and /dev onto the real root.
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
-mount -o remount,rw /
-# No udev here: give grub-mkconfig the by-uuid links it checks before writing root=UUID=.
-mkdir -p /dev/disk/by-uuid
-ln -sf ../../vda3 /dev/disk/by-uuid/{layout.root_fs_uuid}
-ln -sf ../../vda2 /dev/disk/by-uuid/{layout.esp_fs_uuid}
-mkdir -p /boot/efi
-mount -t vfat /dev/vda2 /boot/efi
-step=grub-install-bios
-grub-install --target=i386-pc /dev/vda
-step=grub-install-efi
-grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram
-step=update-grub
-update-grub
-step=verify
-test -s /boot/efi/EFI/BOOT/BOOTX64.EFI
-grep -q 'root=UUID={layout.root_fs_uuid}' /boot/grub/grub.cfg
-step=finish
-umount /boot/efi
-rm -f {GRUB_SETUP_PATH}
-rm -rf /dev/disk
-sync
-# This script is still open (and now deleted), so a plain remount,ro is refused: sysrq forces it.
-echo u >/proc/sysrq-trigger
-trap - EXIT
-echo "{GRUB_OK}" >/dev/console
-echo o >/proc/sysrq-trigger
-sleep 60
-"""
+    context = {"root_fs_uuid": layout.root_fs_uuid, "esp_fs_uuid": layout.esp_fs_uuid,
+               "setup_path": GRUB_SETUP_PATH, "ok_marker": GRUB_OK, "failed_marker": GRUB_FAILED}
+    # The template also puts these inside quotes, where only a word needing no quoting is safe.
+    odd = [f"{k}={v!r}" for k, v in context.items() if not _PLAIN_WORD.fullmatch(v)]
+    if odd:
+        raise ValueError(f"grub-setup.sh.j2: not plain words: {', '.join(odd)}")
+    return _script("grub-setup.sh.j2", **context)
 
 
 def customize_script(spec: ImageSpec) -> str:
@@ -127,38 +103,8 @@ def customize_script(spec: ImageSpec) -> str:
 
     Host paths arrive as arguments so the script text, which is part of the cache key, does not depend on them.
     """
-    q = shlex.quote
-    removes = "\n".join(f'rm -f "$root"{q(p)}' for p in spec.remove_files)
-    disables = (f'chroot "$root" systemctl disable {" ".join(q(s) for s in spec.disabled_services)}'
-                if spec.disabled_services else "")
-    return f"""set -eu
-root="$1"
-staging="$2"
-bundle="${{3:-}}"
-cp -a "$staging"/. "$root"/
-chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service ssh.service
-# Role services (Docker, containerd, nginx, keepalived) start only on the nodes whose bootstrap enables them.
-{disables}
-# Rebuild the initramfs with fsck for ext4 (the staged FSTYPE): mmdebstrap made it before /etc/fstab existed.
-chroot "$root" update-initramfs -u -k all
-# Persistent journal: node preparation sizes it with a journald drop-in.
-mkdir -p "$root"/var/log/journal
-{removes}
-if [ -n "$bundle" ]; then
-  mkdir -p "$root"{BUNDLE_DIR}
-  cp -a "$bundle"/. "$root"{BUNDLE_DIR}/
-fi
-# Template hygiene: every clone gets its own identity on first boot.
-rm -f "$root"/etc/ssh/ssh_host_*
-: > "$root"/etc/machine-id
-if [ -e "$root"/var/lib/dbus/machine-id ] && [ ! -L "$root"/var/lib/dbus/machine-id ]; then
-  rm -f "$root"/var/lib/dbus/machine-id
-fi
-chroot "$root" cloud-init clean --logs
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
-find "$root"/var/log -type f -exec truncate -s 0 {{}} +
-rm -f "$root"/root/.bash_history
-"""
+    return _script("customize-hook.sh.j2", disabled_services=spec.disabled_services,
+                   remove_files=spec.remove_files, bundle_dir=BUNDLE_DIR)
 
 
 def root_files(spec: ImageSpec, layout: DiskLayout) -> tuple[RootFile, ...]:

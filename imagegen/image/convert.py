@@ -5,19 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import IO
 
+from imagegen.bundle.dockerarchive import sha256_file
 from imagegen.image.ovf import OvfParams, render_manifest, render_ovf
-from imagegen.image.proc import run
+from imagegen.image.proc import query, run
 from imagegen.image.spec import ImageFormat
 
 
 def image_info(path: Path) -> dict[str, object]:
-    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = query(["qemu-img", "info", "--output=json", str(path)], step=f"image info of {path.name} (qemu-img)",
+                timeout=120)
     info: dict[str, object] = json.loads(out)
     return info
 
@@ -41,21 +41,13 @@ def convert(src: Path, src_format: str, fmt: ImageFormat, out: Path, log: IO[str
         step=f"convert to {fmt.value} (qemu-img)", timeout=1800)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pack_ova(vmdk: Path, out: Path, *, name: str, annotation: str, capacity: int, populated: int) -> None:
     """OVA = ustar of descriptor, manifest, disk in that order (vSphere reads the descriptor first)."""
     ovf_name = f"{name}.ovf"
     ovf_text = render_ovf(OvfParams(name=name, annotation=annotation, vmdk_file=vmdk.name,
                                     vmdk_size=vmdk.stat().st_size, capacity=capacity, populated=populated))
     ovf_bytes = ovf_text.encode()
-    mf_bytes = render_manifest({ovf_name: hashlib.sha256(ovf_bytes).hexdigest(), vmdk.name: _sha256(vmdk)}).encode()
+    mf_bytes = render_manifest({ovf_name: hashlib.sha256(ovf_bytes).hexdigest(), vmdk.name: sha256_file(vmdk)}).encode()
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
         for member_name, data in ((ovf_name, ovf_bytes), (f"{name}.mf", mf_bytes)):
             info = tarfile.TarInfo(member_name)

@@ -1,13 +1,14 @@
-"""The one place the image builder runs programs: every command and its output go to the build log."""
+"""How the image builder runs programs (through imagegen.proc): every command and its output go to the build log,
+and a failure is a BuildError naming the step."""
 
 from __future__ import annotations
 
 import shlex
-import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
+
+from imagegen.proc import ProcessTimeout, ProgramNotFound, capture, stream
 
 
 class BuildError(Exception):
@@ -23,43 +24,35 @@ def run(cmd: Sequence[str | Path], log: IO[str], *, step: str, input_text: str |
     argv = [str(c) for c in cmd]
     log.write(f"$ {shlex.join(argv)}\n")
     log.flush()
+
+    def on_line(line: str) -> None:
+        log.write(line)
+        if progress is not None:
+            progress(line.rstrip("\n"))
+
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    except FileNotFoundError:
+        done = stream(argv, on_line, input_text=input_text, timeout=timeout)
+    except ProgramNotFound:
         raise BuildError(f"{step}: {argv[0]} is not installed (apt-get install the package providing it)") from None
-    if input_text is not None and proc.stdin is not None:
-        proc.stdin.write(input_text)
-        proc.stdin.close()
-    # A timer, not a check between lines: a hung step may print nothing at all.
-    fired = threading.Event()
-
-    def expire() -> None:
-        fired.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout, expire) if timeout is not None else None
-    if timer is not None:
-        timer.start()
-    lines: list[str] = []
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            log.write(line)
-            if progress is not None:
-                progress(line.rstrip("\n"))
-        code = proc.wait()
+    except ProcessTimeout:
+        raise BuildError(f"{step}: timed out after {timeout:.0f} s; see the build log") from None
     finally:
-        if timer is not None:
-            timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log.flush()
-    if fired.is_set():
-        raise BuildError(f"{step}: timed out after {timeout:.0f} s; see the build log")
-    if code != 0:
-        tail = "".join(lines[-15:]).rstrip()
-        raise BuildError(f"{step}: {argv[0]} exited with {code}:\n{tail}")
-    return "".join(lines)
+        log.flush()
+    if done.returncode != 0:
+        tail = "".join(done.stdout.splitlines(keepends=True)[-15:]).rstrip()
+        raise BuildError(f"{step}: {argv[0]} exited with {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def query(cmd: Sequence[str | Path], *, step: str, timeout: float | None = None) -> str:
+    """Run a short command whose output is the answer (qemu-img info); no build log involved."""
+    try:
+        done = capture(cmd, timeout=timeout)
+    except ProgramNotFound as exc:
+        raise BuildError(f"{step}: {exc.program} is not installed (apt-get install the package providing it)") \
+            from None
+    except ProcessTimeout:
+        raise BuildError(f"{step}: timed out after {timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise BuildError(f"{step}: {done.argv[0]} exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return done.stdout

@@ -13,7 +13,8 @@ from typing import IO
 
 from imagegen.errors import UsageError
 from imagegen.image.content import GRUB_FAILED, GRUB_OK, GRUB_SETUP_PATH
-from imagegen.image.proc import BuildError, run
+from imagegen.image.proc import BuildError, query, run
+from imagegen.proc import ProcessTimeout, capture
 
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -41,14 +42,14 @@ def probe_accel(env: Mapping[str, str] | None = None) -> str:
         sector = Path(tmp, "probe.img")
         sector.write_bytes(PROBE_SECTOR)
         try:
-            done = subprocess.run(
+            done = capture(
                 [QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "32", "-nodefaults",
                  "-display", "none", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                  "-drive", f"file={sector},format=raw,if=ide"],
-                capture_output=True, timeout=15, check=False)
-        except (subprocess.TimeoutExpired, FileNotFoundError):
+                timeout=15)
+        except (ProcessTimeout, FileNotFoundError):
             return "tcg"
-    return "kvm" if done.returncode == _PROBE_OK and b"K" in done.stdout else "tcg"
+    return "kvm" if done.returncode == _PROBE_OK and "K" in done.stdout else "tcg"
 
 
 def cpu_args(accel: str) -> list[str]:
@@ -94,8 +95,8 @@ def boot_until(disk: Path, *, firmware: str, seed_iso: Path | None, marker: str,
         raise UsageError(f"firmware {firmware!r}: use bios or uefi")
     with tempfile.TemporaryDirectory(prefix="imagegen-boot-") as tmp:
         overlay = Path(tmp, "overlay.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.resolve()),
-                        str(overlay)], check=True)
+        query(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.resolve()), str(overlay)],
+              step="boot overlay (qemu-img create)", timeout=120)
         if bus not in ("virtio", "sata"):
             raise UsageError(f"bus {bus!r}: use virtio or sata")
         cmd = [QEMU, *cpu_args(accel), "-machine", "q35", "-m", str(memory_mib), "-smp", "2", "-nodefaults",
@@ -121,6 +122,8 @@ def boot_until(disk: Path, *, firmware: str, seed_iso: Path | None, marker: str,
                     "-drive", f"file={seed_iso},format=raw,if=none,id=seed,media=cdrom,readonly=on",
                     "-device", "scsi-cd,bus=scsi0.0,drive=seed"]
         started = time.monotonic()
+        # Popen, not imagegen.proc: qemu runs in the background while the serial log is watched for the marker,
+        # and is stopped here when it appears or time runs out.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             while time.monotonic() - started < timeout:
