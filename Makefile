@@ -11,7 +11,7 @@ CRI_TOOLS_SRC ?=
 # make bundle CRI_DOCKERD=/path/to/cri-dockerd: also carry cri-dockerd and its units (Docker, Kubernetes >= 1.24).
 CRI_DOCKERD ?=
 
-.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-docker cluster-test-ha clean
+.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-docker cluster-test-ha cluster-test-day2 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ cluster-test-docker: image bundle
 
 cluster-test-ha: image bundle
 	$(PY) vm-tests/cluster_test.py --ha
+
+# cluster-test, then day 2 on the same cluster: a worker added after the token expired, removed, the original
+# worker replaced, control-plane certificates and admin.conf renewed, an etcd restore drill.
+cluster-test-day2: image bundle
+	$(PY) vm-tests/cluster_test.py --day2
 
 clean:
 	rm -rf $(OUT) build

@@ -110,7 +110,7 @@ class Node:
         env = {"PATH": f"{self.t}/bin:/usr/bin:/bin", "HOME": str(self.t)}
         argv = args if args else (str(self.snapshot),)
         result = subprocess.run(["bash", str(self.script), *argv], capture_output=True, text=True, env=env,
-                                timeout=120)
+                                cwd=self.t, timeout=120)
         closing = [ln for ln in result.stdout.splitlines() if ln.startswith("etcd-restore:")]
         assert len(closing) == 1 and result.stdout.rstrip().endswith(closing[0]), result.stdout + result.stderr
         return result

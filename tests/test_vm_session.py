@@ -265,6 +265,19 @@ CLUSTER_CHECKS = {
     "systemd cgroup driver (kubelet config and docker info)",
     "wrong bootstrap token: IMAGEGEN-BOOTSTRAP-FAILED reason=bootstrap-token-or-ca-hash-rejected",
     "wrong-token node did not become a cluster node",
+    # --day2 (scenarios/cluster_day2.py)
+    "day 2: `imagegen kubeconfig renew` writes an admin.conf that works",
+    "day 2: `imagegen node remove` deletes the Node, the others stay Ready; its machine destroyed",
+    "day 2: certificates renewed, cert-renew.sh restarts the control plane: apiserver notAfter later, kubectl via "
+    "VIP works",
+    "day 2: etcd restore drill: snapshot, etcd-restore.sh; the namespace made before it is there, the one made after "
+    "it is gone, every node Ready again",
+    "day 2: etcd-restore.sh refuses a multi-member etcd and changes nothing",
+    "day 2: first token expired, a rotated one applied; one more worker in the plan changes no running node (imagegen "
+    "diff, manifest.json)",
+    "day 2: worker added after the token expired joins and is Ready",
+    "day 2: worker machine and disk destroyed, `imagegen node replace`, generation bumped: a fresh machine with the "
+    "same name, address and MAC joins and is Ready",
 }
 # As in smoke.py before its steps moved to vm-tests/scenarios/smoke.py.
 SMOKE_CHECKS = {

@@ -15,6 +15,8 @@ the sandbox image, the workload pod's sandbox runs that image, and the registry 
 (containerd's effective config_path).
 Faults: keepalived and then nginx stopped on the VIP holder (VIP moves, the API keeps answering through it), worker
 reboot (Ready again, bootstrap not run again), the wrong-token join, an etcd snapshot accepted by etcdctl.
+--day2 (make cluster-test-day2) then runs day 2 on the same cluster (scenarios/cluster_day2.py): a worker added
+after the first token expired, removed again, the original worker replaced, certificates renewed, an etcd restore.
 
 Exit 0 passed, 1 failed, 2 bad input, 130 interrupted. The run directory is printed at the end.
 """
@@ -36,7 +38,7 @@ from harness.render import derive_plan, render  # noqa: E402
 from harness.session import Session  # noqa: E402
 from harness.ssh import make_key  # noqa: E402
 from scenarios import cluster_context as context  # noqa: E402
-from scenarios.cluster import STEPS  # noqa: E402
+from scenarios.cluster import DAY2_STEPS, STEPS  # noqa: E402
 from scenarios.cluster_faults import wrong_token_seed  # noqa: E402
 
 from imagegen import kubeadm  # noqa: E402
@@ -63,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--badjoin-with-cluster", action="store_true",
                    help="boot the wrong-token node with the others (default: after the other faults, so its "
                         "install does not starve the API server during the checks)")
+    p.add_argument("--day2", action="store_true",
+                   help="after the checks, day 2: add, remove and replace a worker, renew certificates, restore etcd")
     p.add_argument("--no-wait", action="store_true", help="do not wait for other qemu processes to end first")
     p.add_argument("--keep", action="store_true", help="leave the VMs running at the end (debugging)")
     return p.parse_args(argv)
@@ -79,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster-test: {f} missing: {fix}", file=sys.stderr)
             return 2
 
-    run_name = f"cluster{'-ha' if args.ha else ''}{'-docker' if args.docker else ''}"
+    run_name = f"cluster{'-ha' if args.ha else ''}{'-docker' if args.docker else ''}{'-day2' if args.day2 else ''}"
+    # Every copy of the state holds the cluster's CA keys: state-day2 is the day-2 token check's (and --day2's).
     with Session(suite="cluster-test", run_name=run_name, runs=args.runs, plan=plan_path, keep=args.keep,
-                 discard=("state", "state-wrong-token"), collect=context.collect) as session:
+                 discard=("state", "state-wrong-token", "state-day2"), collect=context.collect) as session:
         report, run_dir = session.report, session.run_dir
         with session.phase("image"):
             image = build_image(load_spec(args.spec))
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         kubectl = context.Kubectl(kubectl_bin, out / "admin.conf", run_dir / "kube-cache")
         ctx = context.cluster_context(session, plan, out, key, kubectl, kubeadm.pause_image(plan), badjoin, t_boot)
-        for step in STEPS:
+        for step in (*STEPS, *DAY2_STEPS) if args.day2 else STEPS:
             step(ctx)
     return session.code
 

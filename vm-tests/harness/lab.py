@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 
 from harness.console import ConsoleTail, Marker, MarkerScanner
-from harness.xml import DomainSpec, NetworkSpec, domain_xml, network_xml
+from harness.xml import DomainSpec, HostEntry, NetworkSpec, dhcp_host_xml, domain_xml, network_xml
 
 
 @dataclass
@@ -67,6 +67,8 @@ class Lab:
         self.accel = accel
         self.log = log
         self.nodes: dict[str, Node] = {}
+        self.removed: list[Node] = []  # nodes taken out during the run (day 2), still in the report
+        self._sizes: dict[str, dict[str, Any]] = {}  # add_node's machine arguments per node, for add_node_like
         self._network: libvirt.virNetwork | None = None
         self._bridge: str | None = None
         self._firewall_rule: list[str] | None = None
@@ -95,11 +97,26 @@ class Lab:
         self._firewall_rule = rule
         self.log.append(f"network {spec.name} on {spec.bridge} ({spec.cidr}), forwarding out rejected")
 
+    def add_dhcp_host(self, host: HostEntry) -> None:
+        """A DHCP reservation for a node planned after the network started (day 2), live and in its definition.
+        Nodes configure their planned address statically, so a failure is logged, not fatal."""
+        assert self._network is not None, "create_network first"
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        try:
+            self._network.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                                 -1, dhcp_host_xml(host), flags)
+        except libvirt.libvirtError as exc:
+            self.log.append(f"DHCP reservation for {host.name} ({host.ip}) not added: {exc}")
+            return
+        self.log.append(f"DHCP reservation added: {host.name} {host.mac} {host.ip}")
+
     # --- domains -------------------------------------------------------------------------------------------
     def add_node(self, *, name: str, role: str, ip: str, mac: str, image: Path, seed: Path | None,
                  memory_mib: int, vcpus: int, firmware: str = "bios", disk_gib: int = 12,
                  extra_disks: tuple[Path, ...] = ()) -> Node:
         assert self._network is not None, "create_network first"
+        self._sizes[name] = {"role": role, "image": image, "memory_mib": memory_mib, "vcpus": vcpus,
+                             "firmware": firmware, "disk_gib": disk_gib, "extra_disks": extra_disks}
         self._disks_dir.mkdir(parents=True, exist_ok=True)
         disk = self._disks_dir / f"{name}.qcow2"
         self._run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.resolve()),
@@ -123,6 +140,34 @@ class Lab:
         node = Node(name, role, ip, mac, domain_name, disk, seed, serial)
         self.nodes[name] = node
         return node
+
+    def add_node_like(self, template: str, *, name: str, ip: str, mac: str, seed: Path | None) -> Node:
+        """One more domain with the image, size and extra disks node `template` was added with (day 2)."""
+        return self.add_node(name=name, ip=ip, mac=mac, seed=seed, **self._sizes[template])
+
+    def remove_node(self, node: Node) -> None:
+        """A dead machine: power off, undefine and delete its overlay. Its console log is kept beside the others
+        (console/NAME.removed-N.log) and the node stays in `removed` for the report; a new domain of the same name
+        may be added afterwards."""
+        dom = self.conn.lookupByName(node.domain_name)
+        try:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError as exc:
+            raise LabError(f"removing {node.name}: {exc}") from None
+        self._domains = [d for d in self._domains if d.name() != node.domain_name]
+        node.disk.unlink(missing_ok=True)
+        (self._disks_dir / f"{node.name}.nvram.fd").unlink(missing_ok=True)
+        n = len([r for r in self.removed if r.name == node.name]) + 1
+        if node.serial_log.exists():
+            kept = node.serial_log.with_name(f"{node.name}.removed-{n}.log")
+            node.serial_log.rename(kept)
+            node.serial_log = kept
+        node.note("removed")
+        self.nodes.pop(node.name, None)
+        self.removed.append(node)
+        self.log.append(f"removed {node.name} ({node.domain_name}): domain undefined, overlay deleted")
 
     def start(self, node: Node) -> None:
         dom = self.conn.lookupByName(node.domain_name)

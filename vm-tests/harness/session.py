@@ -143,7 +143,7 @@ class Session:
         if lab is not None:
             if self.collect is not None:
                 self.collect(self)
-            self.report.add_nodes(lab.nodes.values())
+            self.report.add_nodes([*lab.removed, *lab.nodes.values()])  # removed: day 2's dead machines
             if self.keep:
                 print("--keep: VMs left running; remove them with virsh destroy/undefine", flush=True)
             else:

@@ -60,6 +60,11 @@ def network_xml(spec: NetworkSpec) -> str:
 """
 
 
+def dhcp_host_xml(host: HostEntry) -> str:
+    """One DHCP reservation, as `virNetwork.update` adds it to a running network (a node added on day 2)."""
+    return f"<host mac={quoteattr(host.mac.lower())} name={quoteattr(host.name)} ip={quoteattr(host.ip)}/>"
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     name: str
