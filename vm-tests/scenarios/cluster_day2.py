@@ -54,17 +54,35 @@ class Day2Paths:
         return cls(run_dir / "plan-day2.yaml", run_dir / "state-day2", run_dir / "render-day2")
 
 
-def imagegen(run_dir: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
-    """`python -m imagegen ARGS` from the repository, as an operator runs it; appended to day2-imagegen.log."""
+def imagegen_run(run_dir: Path, *args: str, timeout: float = 600) -> tuple[int, str, str]:
+    """`python -m imagegen ARGS` from the repository, as an operator runs it: (exit status, stdout, stderr), all
+    appended to day2-imagegen.log."""
     try:
         done = subprocess.run([sys.executable, "-m", "imagegen", *args], capture_output=True, text=True, cwd=REPO,
                               check=False, timeout=timeout)
-        code, text = done.returncode, (done.stdout + done.stderr).strip()
+        code, out, err = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired:
-        code, text = 124, f"timed out after {timeout:.0f} s"
+        code, out, err = 124, "", f"timed out after {timeout:.0f} s"
     with (run_dir / "day2-imagegen.log").open("a") as f:
-        f.write(f"$ imagegen {' '.join(args)}\n{text}\n[exit {code}]\n\n")
-    return code, text
+        f.write(f"$ imagegen {' '.join(args)}\n{out}{err}\n[exit {code}]\n\n")
+    return code, out, err
+
+
+def imagegen(run_dir: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
+    code, out, err = imagegen_run(run_dir, *args, timeout=timeout)
+    return code, (out + err).strip()
+
+
+def imagegen_diff(run_dir: Path, plan: Path, out: Path, state: Path) -> tuple[dict[str, Any] | None, str]:
+    """`imagegen diff PLAN --out OUT --state STATE -o json`: its report, or None and why not."""
+    code, stdout, stderr = imagegen_run(run_dir, "diff", str(plan), "--out", str(out), "--state", str(state), "-o",
+                                        "json")
+    if code != 0:
+        return None, f"imagegen diff exit {code}: {(stdout + stderr).strip()[-300:]}"
+    try:
+        return json.loads(stdout), ""
+    except ValueError:
+        return None, f"imagegen diff -o json: not JSON: {stdout.strip()[:200]!r}"
 
 
 # --- the plan, as an operator edits it (pure) -----------------------------------------------------------------
@@ -161,10 +179,13 @@ def wait_ready(ctx: ClusterContext, names: set[str], deadline_s: float = DEADLIN
 
 
 def wait_gone(kubectl: Kubectl, *what: str) -> bool:
-    """True once `kubectl get WHAT...` finds nothing (an empty answer, not a failed call)."""
-    code, out = kubectl.retry("get", *what, "-o", "name", "--ignore-not-found", accept=lambda o: not o.strip(),
+    """True once `kubectl get WHAT... NAME` succeeds without naming NAME (not a failed call)."""
+    def absent(out: str) -> bool:
+        return not any(ln.strip().endswith(f"/{what[-1]}") for ln in out.splitlines())
+
+    code, out = kubectl.retry("get", *what, "-o", "name", "--ignore-not-found", accept=absent,
                               deadline_s=DAY2_DEADLINES["gone"])
-    return code == 0 and not out.strip()
+    return code == 0 and absent(out)
 
 
 def boot_and_join(ctx: ClusterContext, node: Node) -> tuple[bool, str]:
@@ -247,10 +268,10 @@ def prepare_worker(ctx: ClusterContext, spec: dict[str, str]) -> tuple[bool, str
     plan = ctx.run_dir / "plan.yaml"
     existing = {n.name for n in ctx.plan.nodes}
     # The rotated token: every running node keeps its instance-id; only the token's file would differ.
-    code, out = imagegen(ctx.run_dir, "diff", str(plan), "--out", str(ctx.out), "--state", str(p.state), "-o", "json")
-    if code != 0:
-        return False, f"imagegen diff (rotated token): {out[-300:]}"
-    problems = diff_problems(json.loads(out), existing, frozenset({TOKEN_ENTRY}))
+    report, why = imagegen_diff(ctx.run_dir, plan, ctx.out, p.state)
+    if report is None:
+        return False, f"rotated token: {why}"
+    problems = diff_problems(report, existing, frozenset({TOKEN_ENTRY}))
     if problems:
         return False, "rotated token would re-provision running nodes: " + "; ".join(problems)
     notes.append(f"rotated token: no instance-id changes, only {TOKEN_ENTRY} differs")
@@ -261,10 +282,10 @@ def prepare_worker(ctx: ClusterContext, spec: dict[str, str]) -> tuple[bool, str
     # One more worker in the plan: imagegen's diff and manifest say no running node's files change.
     data = yaml.safe_load(plan.read_text())
     write_plan(p.plan, with_node(data, spec), f"one more worker, {spec['name']}")
-    code, out = imagegen(ctx.run_dir, "diff", str(p.plan), "--out", str(p.out), "--state", str(p.state), "-o", "json")
-    if code != 0:
-        return False, f"imagegen diff (one more worker): {out[-300:]}"
-    problems = diff_problems(json.loads(out), existing, frozenset(), new=spec["name"])
+    report, why = imagegen_diff(ctx.run_dir, p.plan, p.out, p.state)
+    if report is None:
+        return False, f"one more worker: {why}"
+    problems = diff_problems(report, existing, frozenset(), new=spec["name"])
     code, out = imagegen(ctx.run_dir, "render", str(p.plan), "--out", str(p.out), "--state", str(p.state), "--quiet")
     if code != 0:
         return False, f"imagegen render (one more worker): {out[-300:]}"
