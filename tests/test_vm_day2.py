@@ -144,3 +144,102 @@ def test_lab_destroys_a_machine_and_defines_one_more(tmp_path: Path) -> None:
     assert [n["name"] for n in report["nodes"]] == ["w-1", "lb-1", "w-2", "w-1"]
     assert "removed" in [e[0] for e in report["nodes"][0]["events"]]
     assert not (session.run_dir / "state-day2").exists()
+
+
+# --- (e) against a fake cluster: the drill's own logic -----------------------------------------------------------
+
+class FakeCluster:
+    """Namespaces and Nodes behind a recording kubectl, and a control plane whose snapshot service and
+    etcd-restore.sh act on them (restore_works=False: the restore claims success and changes nothing)."""
+
+    def __init__(self, restore_works: bool = True) -> None:
+        self.namespaces = {"default", "kube-system"}
+        self.snapshot: set[str] = set()
+        self.restore_works = restore_works
+        self.sudo_calls: list[str] = []
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60) -> tuple[int, str]:
+        if args[:3] == ("apply", "-f", "-") and stdin:
+            name = yaml.safe_load(stdin)["metadata"]["name"]
+            self.namespaces.add(name)
+            return 0, f"namespace/{name} created"
+        if args[:2] == ("get", "namespace"):
+            return 0, f"namespace/{args[2]}" if args[2] in self.namespaces else ""
+        if args[:2] == ("get", "nodes"):
+            ready = {"type": "Ready", "status": "True"}
+            return 0, json.dumps({"items": [{"metadata": {"name": n}, "status": {"conditions": [ready]}}
+                                            for n in ("ct-cp-1", "ct-worker-1")]})
+        return 1, f"unexpected kubectl {args}"
+
+    def sudo(self, command: str, timeout: float = 120) -> tuple[int, str]:
+        self.sudo_calls.append(command)
+        if command.startswith("systemctl start imagegen-etcd-snapshot.service"):
+            self.snapshot = set(self.namespaces)
+            return 0, "/var/backups/etcd/snapshot-ct-cp-1-20261126T000000Z.db\n/var/backups/etcd/snapshot-old.db"
+        if command.startswith(cluster_day2.RESTORE):
+            if self.restore_works:
+                self.namespaces = set(self.snapshot)
+            return 0, "etcd lists 1 member(s)\netcd-restore: restored /var/backups/etcd/snapshot-ct-cp-1.db: ..."
+        return 1, f"unexpected command {command}"
+
+
+def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster_: FakeCluster) -> tuple[bool, str]:
+    import time as time_module
+    from types import SimpleNamespace
+
+    from harness import guest
+    from scenarios.cluster_context import Kubectl
+
+    monkeypatch.setattr(time_module, "sleep", lambda _s: None)
+    monkeypatch.setitem(cluster_day2.DAY2_DEADLINES, "gone", 0)
+    kubectl = Kubectl(Path("kubectl"), tmp_path / "admin.conf", tmp_path / "cache")
+    monkeypatch.setattr(kubectl, "run", cluster_.kubectl)
+    checker = guest.Checker("ct-cp-1", None, [])  # type: ignore[arg-type]
+    monkeypatch.setattr(checker, "sudo", cluster_.sudo)
+    ctx = SimpleNamespace(kubectl=kubectl, run_dir=tmp_path, lab=SimpleNamespace(poll=lambda: []))
+    return cluster_day2.restore_drill(ctx, checker)  # type: ignore[arg-type]
+
+
+def test_restore_drill_reads_the_namespaces_the_right_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCluster()
+    ok, detail = drill(tmp_path, monkeypatch, fake)
+    assert ok, detail
+    assert "drill-before there, drill-after gone" in detail and "ct-worker-1" in detail
+    assert fake.sudo_calls[1] == f"{cluster_day2.RESTORE} /var/backups/etcd/snapshot-ct-cp-1-20261126T000000Z.db"
+    assert (tmp_path / "etcd-restore.log").read_text().endswith("[exit 0]\n")
+    ok, detail = drill(tmp_path, monkeypatch, FakeCluster(restore_works=False))
+    assert not ok and "drill-after STILL THERE" in detail
+
+
+def test_certificate_renewal_wants_the_served_certificate_renewed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import guest
+    from scenarios.cluster_context import Kubectl
+
+    def run(served: str) -> tuple[bool, str, list[str]]:
+        calls: list[str] = []
+        ends = iter(["1800000000", "1830000000"])
+
+        def sudo(command: str, timeout: float = 120) -> tuple[int, str]:
+            calls.append(command)
+            if command == cluster_day2.CERT_FILE:
+                return 0, next(ends)
+            if command == cluster_day2.CERT_SERVED:
+                return 0, served
+            return 0, "renewed; the API server's certificate now expires in 364 days"
+
+        checker = guest.Checker("ct-cp-1", None, [])  # type: ignore[arg-type]
+        monkeypatch.setattr(checker, "sudo", sudo)
+        kubectl = Kubectl(Path("kubectl"), tmp_path / "admin.conf", tmp_path / "cache")
+        monkeypatch.setattr(kubectl, "run", lambda *a, **k: (0, "node/ct-cp-1"))
+        ok, detail = cluster_day2.renew_control_plane(checker, kubectl)
+        return ok, detail, calls
+
+    ok, detail, calls = run("1830000000")
+    assert ok, detail
+    renew = calls[1]
+    assert renew.startswith("kubeadm certs renew all ") and renew.endswith("/usr/local/lib/imagegen/cert-renew.sh")
+    assert "printf 'etcd\\nkube-apiserver\\nkube-controller-manager\\nkube-scheduler\\n' " \
+           ">/var/lib/imagegen/cert-renew/restart-pending" in renew
+    ok, detail, _ = run("1800000000")  # the API server still serves the old certificate: not restarted
+    assert not ok and "served on the port: 1800000000" in detail
