@@ -11,7 +11,7 @@ CRI_TOOLS_SRC ?=
 # make bundle CRI_DOCKERD=/path/to/cri-dockerd: also carry cri-dockerd and its units (Docker, Kubernetes >= 1.24).
 CRI_DOCKERD ?=
 
-.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke cluster-test cluster-test-docker cluster-test-ha cluster-test-day2 clean
+.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke vm-pxe cluster-test cluster-test-docker cluster-test-ha cluster-test-day2 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bundle: vm-deps
 
 vm-smoke: image
 	$(PY) vm-tests/smoke.py
+
+# One empty-disk VM installed over the network (PXE -> iPXE -> imagegen serve -> installer), then booted from disk.
+vm-pxe: image
+	$(PY) vm-tests/pxe_test.py
 
 # containerd (Debian's 1.6, crictl from the bundle); cluster-test-docker: the same cluster on Docker (dockershim).
 cluster-test: image bundle

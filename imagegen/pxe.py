@@ -6,7 +6,9 @@
   URL of `imagegen serve`.
 - `dnsmasq-proxy.conf`: the same for a network whose own DHCP server hands out addresses (proxy DHCP: dnsmasq
   only adds the boot options). The planned addresses must then be reserved on that DHCP server.
-- `ipxe/<mac>.ipxe`: the script `imagegen serve` answers at /ipxe/<mac>, for servers that serve static files.
+- `ipxe/<mac>.ipxe`: the script `imagegen serve` answers at /ipxe/<mac>, for servers that serve static files
+  (with `--boot-dir` holding `imagegen image netboot`'s installer: the installer's script; a static file cannot
+  turn into "boot from the disk" after the install as `imagegen serve`'s does, so use that, or disk-first boot order).
 - `grub/<name>.cfg`: a GRUB netboot entry (`;` escaped as GRUB needs).
 - `cmdline/<name>`: the kernel arguments alone, and `smbios/<name>`: the SMBIOS serial string.
 
@@ -23,7 +25,7 @@ from urllib.parse import urlsplit
 
 from imagegen import channels
 from imagegen.errors import UsageError
-from imagegen.serve import ServedOutput, ipxe_script, load_output
+from imagegen.serve import INSTALLER, ServedOutput, ipxe_script, load_output
 
 
 def _dnsmasq(output: ServedOutput, url: str, network: str, proxy: bool) -> str:
@@ -47,7 +49,8 @@ def _dnsmasq(output: ServedOutput, url: str, network: str, proxy: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pxe_files(output: ServedOutput, url: str, network: str, boot_url: str | None = None) -> dict[str, str]:
+def pxe_files(output: ServedOutput, url: str, network: str, boot_url: str | None = None, *,
+              installer: bool = False) -> dict[str, str]:
     url = url.rstrip("/")
     boot_url = (boot_url or f"{url}/boot").rstrip("/")
     parts = urlsplit(boot_url)
@@ -57,7 +60,7 @@ def pxe_files(output: ServedOutput, url: str, network: str, boot_url: str | None
     for node in output.nodes.values():
         seed = f"{url}/nodes/{node.name}/"
         cmdline = channels.kernel_cmdline(node.name, seed, node.files["network-config"])
-        files[f"ipxe/{node.mac}.ipxe"] = ipxe_script(node, url, boot_url)
+        files[f"ipxe/{node.mac}.ipxe"] = ipxe_script(node, url, boot_url, installer=installer)
         files[f"cmdline/{node.name}"] = cmdline + "\n"
         files[f"smbios/{node.name}"] = channels.smbios_serial(seed) + "\n"
         files[f"grub/{node.name}.cfg"] = (
@@ -84,7 +87,11 @@ def cmd_pxe(args: argparse.Namespace) -> int:
     output = load_output(out)
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"--dest {dest}: exists and is not empty; choose a new directory")
-    files = pxe_files(output, args.url, _network_of(output, out))
+    boot_dir = Path(args.boot_dir) if args.boot_dir else None
+    if boot_dir is not None and not boot_dir.is_dir():
+        raise UsageError(f"--boot-dir {boot_dir}: not a directory")
+    installer = boot_dir is not None and (boot_dir / INSTALLER).is_file()
+    files = pxe_files(output, args.url, _network_of(output, out), installer=installer)
     for rel, text in sorted(files.items()):
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -104,4 +111,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--url", required=True, metavar="URL", help="where `imagegen serve` answers, "
                                                               "e.g. http://192.168.10.5:8080")
     p.add_argument("--dest", required=True, metavar="DIR", help="new directory to write into")
+    p.add_argument("--boot-dir", metavar="DIR", help="the boot files `imagegen serve --boot-dir` will serve; when "
+                                                     "they hold `imagegen image netboot`'s installer.cpio.gz the "
+                                                     "iPXE scripts install the node image")
     p.set_defaults(func=cmd_pxe)

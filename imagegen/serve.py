@@ -8,6 +8,12 @@ Nothing else is served: no state, no admin.conf, no manifest, no path outside th
 are looked up by name, never mapped onto the file system). What is not protected: a machine that can send
 packets from a node's address on that network (ARP/IP spoofing on the same L2), and plain HTTP on the wire; keep
 the boot network to the machines being provisioned, or use the seed ISO.
+
+Installing (a --boot-dir made by `imagegen image netboot`): a node's iPXE script boots the image's kernel with the
+installer initrd; the installer streams /boot/node.raw.gz to the disk, writes the node's files into the installed
+system's seed directory and POSTs /mac/MAC/installed (again only from the node's own address); from then on that
+node's script is `exit`, so its firmware boots the installed disk. That record lives in memory: a restarted server
+installs a node again at its next network boot.
 """
 
 from __future__ import annotations
@@ -77,12 +83,32 @@ def load_output(out: Path) -> ServedOutput:
     return ServedOutput(nodes, {n.mac: n.name for n in nodes.values()})
 
 
-def ipxe_script(node: ServedNode, url: str, boot_url: str, kernel_args: str = "console=ttyS0") -> str:
-    """An iPXE script that boots the netboot kernel with this node's NoCloud seed and network."""
+INSTALLER = "installer.cpio.gz"  # in a boot dir: `imagegen image netboot` made it; the scripts install the image
+BOOT_CHUNK = 1 << 20
+
+
+def ipxe_script(node: ServedNode, url: str, boot_url: str, kernel_args: str = "console=ttyS0", *,
+                installer: bool = False, installed: bool = False) -> str:
+    """An iPXE script for this node. Without an installer: the netboot kernel with the node's NoCloud seed and
+    network on its command line. With one (`imagegen image netboot`): the image's kernel, its initrd and the
+    installer initrd, which writes the image and the node's seed to the disk. Once the installer reported the
+    install done (`installed`): `exit`, so the firmware boots the next device, the installed disk."""
+    head = f"#!ipxe\n# imagegen: {node.name} ({node.mac})\n"
+    if installed:
+        return head + "# installed: boot from the disk (the firmware's next boot device)\nexit\n"
+    if installer:
+        return (head + f"kernel {boot_url}/vmlinuz initrd=initrd.img initrd={INSTALLER} imagegen.url={url} "
+                f"imagegen.mac={node.mac} {kernel_args}\n"
+                f"initrd {boot_url}/initrd.img\ninitrd {boot_url}/{INSTALLER}\nboot\n")
     cmdline = channels.kernel_cmdline(node.name, f"{url}/nodes/{node.name}/", node.files["network-config"])
-    return (f"#!ipxe\n# imagegen: {node.name} ({node.mac})\n"
-            f"kernel {boot_url}/vmlinuz initrd=initrd.img {cmdline} {kernel_args}\n"
+    return (head + f"kernel {boot_url}/vmlinuz initrd=initrd.img {cmdline} {kernel_args}\n"
             f"initrd {boot_url}/initrd.img\nboot\n")
+
+
+def chain_script(url: str) -> str:
+    """For a DHCP server that hands every machine one boot file name (libvirt's `<bootp file=.../>`): iPXE asks
+    again with its own MAC. Holds no node data, so it goes to anyone."""
+    return f"#!ipxe\n# imagegen: chain to this machine's own script\nchain {url}/ipxe/${{mac}}\n"
 
 
 @dataclass
@@ -90,10 +116,19 @@ class Route:
     status: int
     body: bytes = b""
     node: ServedNode | None = None  # when set, only this node's address may have it
+    file: Path | None = None  # a boot file, streamed instead of `body`
+    installed: str | None = None  # a node's installer reported its install done (applied once allowed)
 
 
-def route(output: ServedOutput, path: str, *, url: str, boot_dir: Path | None) -> Route:
+def route(output: ServedOutput, path: str, *, url: str, boot_dir: Path | None,
+          installed: frozenset[str] | set[str] = frozenset(), method: str = "GET") -> Route:
     parts = path.split("?", 1)[0].split("/")
+    if method == "POST":
+        if len(parts) == 4 and parts[0] == "" and parts[1] == "mac" and parts[3] == "installed":
+            name = output.by_mac.get(parts[2].lower().replace("-", ":"))
+            if name is not None:
+                return Route(HTTPStatus.OK, b"ok\n", output.nodes[name], installed=name)
+        return Route(HTTPStatus.NOT_FOUND, b"not found\n")
     if len(parts) == 4 and parts[0] == "" and parts[1] in ("nodes", "mac") and parts[3] in NODE_FILES:
         key = parts[2].lower().replace("-", ":") if parts[1] == "mac" else parts[2]
         name = output.by_mac.get(key) if parts[1] == "mac" else key
@@ -101,19 +136,25 @@ def route(output: ServedOutput, path: str, *, url: str, boot_dir: Path | None) -
         if node is not None:
             return Route(HTTPStatus.OK, node.files[parts[3]], node)
     if len(parts) == 3 and parts[0] == "" and parts[1] == "ipxe":
+        if parts[2] == "boot":
+            return Route(HTTPStatus.OK, chain_script(url).encode())
         name = output.by_mac.get(parts[2].lower().replace("-", ":"))
         if name is not None:
             node = output.nodes[name]
-            return Route(HTTPStatus.OK, ipxe_script(node, url, f"{url}/boot").encode(), node)
+            installer = boot_dir is not None and (boot_dir / INSTALLER).is_file()
+            script = ipxe_script(node, url, f"{url}/boot", installer=installer, installed=name in installed)
+            return Route(HTTPStatus.OK, script.encode(), node)
     if len(parts) == 3 and parts[0] == "" and parts[1] == "boot" and boot_dir is not None \
             and parts[2] in {p.name for p in boot_dir.iterdir() if p.is_file()}:
-        return Route(HTTPStatus.OK, (boot_dir / parts[2]).read_bytes())
+        return Route(HTTPStatus.OK, file=boot_dir / parts[2])
     return Route(HTTPStatus.NOT_FOUND, b"not found\n")
 
 
 def make_server(output: ServedOutput, listen: tuple[str, int], *, url: str, boot_dir: Path | None = None,
                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
                 ) -> ThreadingHTTPServer:
+    installed: set[str] = set()  # nodes whose installer reported done: their next iPXE script boots the disk
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "imagegen"
         sys_version = ""
@@ -124,22 +165,47 @@ def make_server(output: ServedOutput, listen: tuple[str, int], *, url: str, boot
         def do_HEAD(self) -> None:  # noqa: N802
             self._answer(send_body=False)
 
+        def do_POST(self) -> None:  # noqa: N802
+            length = self.headers.get("Content-Length", "0")
+            self.rfile.read(min(int(length), 4096) if length.isdigit() else 0)  # a short form, never kept
+            self._answer(send_body=True)
+
         def _answer(self, send_body: bool) -> None:
-            r = route(output, self.path, url=url, boot_dir=boot_dir)
+            r = route(output, self.path, url=url, boot_dir=boot_dir, installed=installed, method=self.command)
             client = self.client_address[0]
             if r.node is not None and client != r.node.ip:
                 r = Route(HTTPStatus.FORBIDDEN, b"forbidden: only the node's own address may fetch its data\n")
+            if r.installed is not None:
+                installed.add(r.installed)
+            size = r.file.stat().st_size if r.file is not None else len(r.body)
             self.send_response(r.status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8" if r.status != HTTPStatus.OK
-                             or not self.path.startswith("/boot/") else "application/octet-stream")
-            self.send_header("Content-Length", str(len(r.body)))
+            self.send_header("Content-Type", "application/octet-stream" if r.file is not None
+                             else "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(size))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
+            sent = 0
             if send_body:
-                self.wfile.write(r.body)
+                sent = self._send_file(r.file) if r.file is not None else self._send(r.body)
             # Paths and statuses only: never a body (user-data holds secrets).
             log(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {client} {self.command} "
-                f"{self.path[:200]!r} {int(r.status)} {len(r.body) if send_body else 0}")
+                f"{self.path[:200]!r} {int(r.status)} {sent}")
+
+        def _send(self, body: bytes) -> int:
+            self.wfile.write(body)
+            return len(body)
+
+        def _send_file(self, path: Path) -> int:
+            """A boot file in chunks (a disk image is GBs: never read whole); a client that goes away ends it."""
+            sent = 0
+            try:
+                with path.open("rb") as f:
+                    while chunk := f.read(BOOT_CHUNK):
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return sent
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
             pass  # our own request log above
@@ -187,12 +253,15 @@ def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("serve", help="serve node data over HTTP for PXE/iPXE and NoCloud over HTTP",
                        description="Serves /nodes/NAME/{user-data,meta-data,network-config,vendor-data}, the same "
-                                   "under /mac/MAC/, an iPXE script at /ipxe/MAC and --boot-dir's files at /boot/. "
+                                   "under /mac/MAC/, an iPXE script at /ipxe/MAC (and /ipxe/boot, which chains to it), "
+                                   "--boot-dir's files at /boot/. "
                                    "A node's data goes only to the node's own planned address; anything else is "
                                    "403 or 404.")
     s.add_argument("out", metavar="OUT", help="the directory `imagegen render --out` wrote")
     s.add_argument("--listen", default="0.0.0.0:8080", metavar="ADDR:PORT", help="default 0.0.0.0:8080")
     s.add_argument("--url", metavar="URL", help="how nodes reach this server, e.g. http://192.168.10.5:8080 "
                                                 "(goes into the iPXE scripts' seed URLs)")
-    s.add_argument("--boot-dir", metavar="DIR", help="kernel (vmlinuz) and initrd.img for the iPXE scripts")
+    s.add_argument("--boot-dir", metavar="DIR", help="kernel (vmlinuz) and initrd.img for the iPXE scripts; with "
+                                                     "`imagegen image netboot`'s installer.cpio.gz and node.raw.gz "
+                                                     "there, the scripts install the node image to the disk")
     s.set_defaults(func=cmd_serve)

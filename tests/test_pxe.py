@@ -61,3 +61,23 @@ def test_refuses_a_non_empty_destination(written: tuple[Path, Path], capsys: pyt
     out, dest = written
     assert main(["pxe", str(out), "--url", URL, "--dest", str(dest)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_installer_scripts_with_a_netboot_boot_dir(written: tuple[Path, Path], tmp_path: Path) -> None:
+    out, _ = written
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "installer.cpio.gz").write_bytes(b"x")
+    dest = tmp_path / "pxe"
+    assert main(["pxe", str(out), "--url", URL, "--dest", str(dest), "--boot-dir", str(boot)]) == 0
+    for node in load_output(out).nodes.values():
+        script = (dest / "ipxe" / f"{node.mac}.ipxe").read_text()
+        assert script == ipxe_script(node, URL, f"{URL}/boot", installer=True)
+        assert f"initrd=installer.cpio.gz imagegen.url={URL} imagegen.mac={node.mac} " in script
+        assert f"initrd {URL}/boot/installer.cpio.gz\n" in script and "ds=nocloud" not in script
+
+
+def test_boot_dir_must_exist(written: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = written
+    assert main(["pxe", str(out), "--url", URL, "--dest", str(tmp_path / "d"), "--boot-dir", str(tmp_path / "no")]) == 2
+    assert "--boot-dir" in capsys.readouterr().err

@@ -130,3 +130,81 @@ def test_wildcard_listen_needs_url(out: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "imagegen", "serve", str(out)], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2 and "--url" in result.stderr
+
+
+# --- network install (a --boot-dir made by `imagegen image netboot`) ---------------------------------------------
+@pytest.fixture
+def install_server(out: Path, tmp_path: Path):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for name in ("vmlinuz", "initrd.img", "installer.cpio.gz"):
+        (boot / name).write_bytes(name.encode())
+    image = bytes(range(256)) * (3 * serve.BOOT_CHUNK // 256 + 7)  # several chunks and a partial one
+    (boot / "node.raw.gz").write_bytes(image)
+    lines: list[str] = []
+    srv = serve.make_server(serve.load_output(out), ("127.0.0.1", 0), url="http://127.0.0.1:8080", boot_dir=boot,
+                            log=lines.append)
+    serve.serve_in_thread(srv)
+    yield srv, lines, image
+    srv.shutdown()
+    srv.server_close()
+
+
+def _post(srv, path: str, source: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10, source_address=(source, 0))
+    conn.request("POST", path, body=b"node=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_chain_script_for_one_boot_file_name(server) -> None:
+    srv, _ = server
+    for source in ("127.0.0.1", "127.0.0.105"):  # holds no node data: anyone may have it
+        status, body, _ = _get(srv, "/ipxe/boot", source=source)
+        assert status == 200 and body == b"#!ipxe\n# imagegen: chain to this machine's own script\n" \
+                                         b"chain http://127.0.0.1:8080/ipxe/${mac}\n"
+
+
+def test_installer_script_when_the_boot_dir_has_one(install_server) -> None:
+    srv, _, _ = install_server
+    status, body, _ = _get(srv, "/ipxe/52:54:00:00:01:05", source="127.0.0.105")
+    assert status == 200 and body.decode().splitlines()[2:] == [
+        "kernel http://127.0.0.1:8080/boot/vmlinuz initrd=initrd.img initrd=installer.cpio.gz "
+        "imagegen.url=http://127.0.0.1:8080 imagegen.mac=52:54:00:00:01:05 console=ttyS0",
+        "initrd http://127.0.0.1:8080/boot/initrd.img", "initrd http://127.0.0.1:8080/boot/installer.cpio.gz", "boot"]
+    assert b"ds=nocloud" not in body and b"network-config=" not in body  # the seed goes to the disk instead
+
+
+def test_disk_image_is_streamed_in_chunks(install_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, lines, image = install_server
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read whole: {self}"))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+    conn.request("GET", "/boot/node.raw.gz")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Length") == str(len(image))
+    assert resp.getheader("Content-Type") == "application/octet-stream"
+    got = b"".join(iter(lambda: resp.read(100_000), b""))
+    conn.close()
+    assert got == image
+    assert lines[-1].endswith(f"'/boot/node.raw.gz' 200 {len(image)}")
+
+
+def test_route_gives_boot_files_as_paths(tmp_path: Path) -> None:
+    (tmp_path / "node.raw.gz").write_bytes(b"x")
+    r = serve.route(serve.ServedOutput({}, {}), "/boot/node.raw.gz", url="u", boot_dir=tmp_path)
+    assert r.status == 200 and r.file == tmp_path / "node.raw.gz" and r.body == b""
+
+
+def test_installed_node_is_sent_to_its_disk_only_when_it_says_so(install_server) -> None:
+    srv, lines, _ = install_server
+    mac, own, other = "52:54:00:00:01:06", "127.0.0.106", "127.0.0.107"
+    assert _post(srv, f"/mac/{mac}/installed", other) == 403  # another address cannot end a node's install
+    assert b"installer.cpio.gz" in _get(srv, f"/ipxe/{mac}", source=own)[1]
+    assert _post(srv, "/mac/52:54:00:99:99:99/installed", own) == 404
+    assert _get(srv, f"/mac/{mac}/installed", source=own)[0] == 404  # POST only
+    assert _post(srv, f"/mac/{mac}/installed", own) == 200
+    status, body, _ = _get(srv, f"/ipxe/{mac}", source=own)
+    assert status == 200 and body.decode().splitlines()[-1] == "exit"
+    assert b"installer" in _get(srv, "/ipxe/52:54:00:00:01:07", source=other)[1]  # other nodes unaffected
+    assert any(f"{own} POST '/mac/{mac}/installed' 200" in line for line in lines)

@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                        help="virtio, or sata: AHCI disk/cdrom + e1000 NIC, as on VMware (needs --kernel generic)")
     check.set_defaults(func=run_boot_check)
 
+    _add_netboot(sub)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default="node", help="image spec name (profiles/images/NAME.yaml) or file")
@@ -98,6 +100,46 @@ def run_boot_check(args: argparse.Namespace) -> int:
             return 1
     print(f"boot-check {built.directory.name} {args.firmware}/{args.bus}: cloud-init final message after "
           f"{seconds:.1f} s")
+    return 0
+
+
+# --- `imagegen image netboot` (imagegen.image.netboot) ----------------------------------------------------------
+def _add_netboot(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    netboot = sub.add_parser("netboot", help="what boots over the network: the image's kernel and initrd, the "
+                                             "installer initrd and the disk image it writes",
+                             description="Writes vmlinuz, initrd.img, installer.cpio.gz, node.raw.gz and "
+                                         "netboot.json for `imagegen serve --boot-dir` (builds the image first "
+                                         "when the cache lacks it).")
+    _common(netboot)
+    netboot.add_argument("--out", type=Path, help="directory to write (default: netboot/ beside the cached image)")
+    netboot.add_argument("--force", action="store_true", help="remake the artefacts even when they are current")
+    netboot.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    netboot.set_defaults(func=run_netboot)
+
+
+def run_netboot(args: argparse.Namespace) -> int:
+    from imagegen.image.netboot import build_netboot
+
+    try:
+        built = build_image(load_spec(args.spec, kernel=args.kernel, bundle=args.bundle), cache=args.cache)
+        made = build_netboot(built, args.out, force=args.force)
+    except UsageError as exc:
+        print(f"imagegen: image netboot: {exc}", file=sys.stderr)
+        return 2
+    except BuildError as exc:
+        print(f"imagegen: image netboot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imagegen: image netboot: interrupted; nothing was left behind", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({"directory": str(made.directory), "cached": made.cached, "seconds": round(made.seconds, 1),
+                          "files": {n: str(p) for n, p in made.files.items()}}, indent=2))
+    else:
+        print(f"{'current' if made.cached else 'made'} {made.directory} in {made.seconds:.1f} s "
+              f"(serve it: imagegen serve OUT --boot-dir {made.directory})", file=sys.stderr)
+        for name, path in made.files.items():
+            print(f"{name}\t{path}")
     return 0
 
 

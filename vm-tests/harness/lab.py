@@ -111,16 +111,18 @@ class Lab:
         self.log.append(f"DHCP reservation added: {host.name} {host.mac} {host.ip}")
 
     # --- domains -------------------------------------------------------------------------------------------
-    def add_node(self, *, name: str, role: str, ip: str, mac: str, image: Path, seed: Path | None,
+    def add_node(self, *, name: str, role: str, ip: str, mac: str, image: Path | None, seed: Path | None,
                  memory_mib: int, vcpus: int, firmware: str = "bios", disk_gib: int = 12,
-                 extra_disks: tuple[Path, ...] = ()) -> Node:
+                 extra_disks: tuple[Path, ...] = (), boot_network: bool = False) -> Node:
+        """A domain on a qcow2 overlay of `image`; `image=None` gives it an empty disk instead (a machine to
+        install over the network, with `boot_network`: PXE first, then the disk)."""
         assert self._network is not None, "create_network first"
         self._sizes[name] = {"role": role, "image": image, "memory_mib": memory_mib, "vcpus": vcpus,
                              "firmware": firmware, "disk_gib": disk_gib, "extra_disks": extra_disks}
         self._disks_dir.mkdir(parents=True, exist_ok=True)
         disk = self._disks_dir / f"{name}.qcow2"
-        self._run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.resolve()),
-                   str(disk), f"{disk_gib}G"], check=True)
+        backing = ["-F", "qcow2", "-b", str(image.resolve())] if image is not None else []
+        self._run(["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(disk), f"{disk_gib}G"], check=True)
         serial = self.run_dir / "console" / f"{name}.log"
         serial.parent.mkdir(parents=True, exist_ok=True)
         domain_name = f"imagegen-{self.run_id}-{name}"
@@ -128,7 +130,7 @@ class Lab:
                           seed_iso=str(seed) if seed else None, mac=mac, network=self._network.name(),
                           serial_log=str(serial), accel=self.accel, firmware=firmware,
                           nvram=str(self._disks_dir / f"{name}.nvram.fd"),
-                          extra_disks=tuple(str(p) for p in extra_disks))
+                          extra_disks=tuple(str(p) for p in extra_disks), boot_network=boot_network)
         xml = domain_xml(spec)
         (self.run_dir / "domains").mkdir(exist_ok=True)
         (self.run_dir / "domains" / f"{name}.xml").write_text(xml)

@@ -21,6 +21,7 @@ class NetworkSpec:
     cidr: str  # e.g. 192.168.150.0/24
     gateway: str  # the host's address on the bridge
     hosts: tuple[HostEntry, ...]
+    bootp_file: str = ""  # network boot: the boot file name DHCP hands out (an http:// URL for iPXE), else none
 
     def __post_init__(self) -> None:
         if len(self.bridge) > 15:
@@ -46,6 +47,7 @@ def network_xml(spec: NetworkSpec) -> str:
         f"      <host mac={quoteattr(h.mac.lower())} name={quoteattr(h.name)} ip={quoteattr(h.ip)}/>\n"
         for h in spec.hosts
     )
+    bootp = f"      <bootp file={quoteattr(spec.bootp_file)}/>\n" if spec.bootp_file else ""
     return f"""<network>
   <name>{escape(spec.name)}</name>
   <forward mode='nat'/>
@@ -54,7 +56,7 @@ def network_xml(spec: NetworkSpec) -> str:
   <ip address={quoteattr(spec.gateway)} netmask={quoteattr(str(net.netmask))}>
     <dhcp>
       <range start='{first}' end='{last}'/>
-{hosts}    </dhcp>
+{hosts}{bootp}    </dhcp>
   </ip>
 </network>
 """
@@ -82,6 +84,7 @@ class DomainSpec:
     nvram: str = ""
     tb_cache_mib: int = 256
     extra_disks: tuple[str, ...] = ()  # read-only raw disks (e.g. the bundle), shared between domains
+    boot_network: bool = False  # PXE from the NIC first (QEMU's iPXE ROM), then the disk
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -103,6 +106,7 @@ def domain_xml(spec: DomainSpec) -> str:
         loader = ""
     else:
         raise ValueError(f"firmware {spec.firmware!r}: use bios or uefi")
+    boot = "    <boot dev='network'/>\n" if spec.boot_network else ""
     seed = ""
     if spec.seed_iso:
         # virtio-scsi, not SATA: the cloud kernel has no AHCI driver.
@@ -127,7 +131,7 @@ def domain_xml(spec: DomainSpec) -> str:
   <vcpu>{spec.vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
-{loader}    <boot dev='hd'/>
+{loader}{boot}    <boot dev='hd'/>
   </os>
   <features>
     <acpi/>
