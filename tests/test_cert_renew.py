@@ -68,10 +68,11 @@ class Node:
         self.script.write_text(script)
         self.manifests = {c: (self.kube / "manifests" / f"{c}.yaml").read_text() for c in COMPONENTS}
 
-    def run(self) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         (self.t / "calls").unlink(missing_ok=True)
         env = {"PATH": f"{self.t}/bin:/usr/bin:/bin", "HOME": str(self.t)}
-        return subprocess.run(["bash", str(self.script)], capture_output=True, text=True, env=env, timeout=120)
+        return subprocess.run(["bash", str(self.script), *args], capture_output=True, text=True, env=env,
+                              timeout=120)
 
     @property
     def calls(self) -> list[str]:
@@ -121,11 +122,20 @@ def test_not_due_changes_nothing(script: str, tmp_path: Path) -> None:
     assert node.calls == [] and node.pending is None and node.manifests_in_place()
 
 
+def test_now_renews_whatever_the_days_left(script: str, tmp_path: Path) -> None:
+    node = Node(tmp_path, script, days=400)
+    result = node.run("--now")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert node.calls[0] == "kubeadm certs renew all" and node.pending is None and node.manifests_in_place()
+    assert node.run("--later").returncode == 2
+
+
 def test_due_renews_then_restarts_one_at_a_time(script: str, tmp_path: Path) -> None:
     node = Node(tmp_path, script, days=10)
     result = node.run()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"apiserver\.crt expires in (9|10) days \(under 30\): kubeadm certs renew all", result.stdout)
+    assert re.search(r"apiserver\.crt expires in (9|10) days \(renewal at 30, --now: 0\): kubeadm certs renew all",
+                     result.stdout)
     urls = {"etcd": "http://127.0.0.1:2381/health", "kube-apiserver": "https://127.0.0.1:8443/healthz",
             "kube-controller-manager": "https://127.0.0.1:10257/healthz",
             "kube-scheduler": "https://127.0.0.1:10259/healthz"}

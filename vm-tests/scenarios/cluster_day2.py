@@ -38,7 +38,6 @@ from scenarios.cluster_faults import token_apply_check
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_ENTRY = "/etc/imagegen/kubeadm.yaml"  # the only node file that carries the bootstrap token
-CERT_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 RESTORE = "/usr/local/lib/imagegen/etcd-restore.sh"
 DAY2_DEADLINES = {"cert-renew": 1800, "etcd-restore": 1200, "gone": 120}
 
@@ -409,17 +408,12 @@ CERT_SERVED = not_after("port=$(sed -n -E 's/^[[:space:]]*bindPort:[[:space:]]*(
 
 
 def renew_control_plane(c: guest.Checker, kubectl: Kubectl) -> tuple[bool, str]:
-    """cert-renew.sh decides "due" from the API server certificate's days left against RENEW_DAYS, fixed when it is
-    rendered, with no override: so kubeadm renews here as the script would, and the script's resume path
-    (restart-pending) restarts the four static pods one at a time, as after a renewal it had begun."""
+    """`cert-renew.sh --now`: the node's own renewal (kubeadm certs renew all, then the four static pods restarted
+    one at a time), without waiting for the certificate to be RENEW_DAYS from its end."""
     code, before = c.sudo(CERT_FILE)
     if code != 0 or not before.strip().isdigit():
         return False, f"cannot read apiserver.crt's notAfter: {before[-200:]}"
-    pending = "\\n".join(CERT_COMPONENTS)
-    code, out = c.sudo("kubeadm certs renew all >/var/log/imagegen/day2-certs-renew.log 2>&1 && "
-                       f"mkdir -p /var/lib/imagegen/cert-renew && printf '{pending}\\n' "
-                       ">/var/lib/imagegen/cert-renew/restart-pending && /usr/local/lib/imagegen/cert-renew.sh",
-                       timeout=DAY2_DEADLINES["cert-renew"])
+    code, out = c.sudo("/usr/local/lib/imagegen/cert-renew.sh --now", timeout=DAY2_DEADLINES["cert-renew"])
     _, after = c.sudo(CERT_FILE)
     _, served = c.sudo(CERT_SERVED)
     api, nodes = kubectl.retry("get", "nodes", "-o", "name")
