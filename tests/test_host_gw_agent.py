@@ -80,12 +80,21 @@ def test_agent_learns_routes_and_its_subnet_from_node_objects(rendered: dict[str
     (bin_dir / "kubectl").write_text(f"#!/bin/bash\necho \"$*\" >>{tmp_path}/kubectl.log\n"
                                      f'case "$*" in *--watch-only*) sleep 1 ;; *) cat {nodes} ;; esac\n')
     (bin_dir / "kubectl").chmod(0o755)
+    # The API server's /healthz, which the agent asks before it runs kubectl: ok once the file exists.
+    (bin_dir / "curl").write_text(f"#!/bin/bash\necho \"$*\" >>{tmp_path}/curl.log\n"
+                                  f"[ -f {tmp_path}/api-up ] && echo ok\n")
+    (bin_dir / "curl").chmod(0o755)
     nodes.write_text("lab-cp-1  10.77.0.11\n")  # registered, no podCIDR yet
     env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"}
     proc = subprocess.Popen(["ip", "netns", "exec", netns, "bash", str(agent)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        kubeconfig.write_text("apiVersion: v1\n")
+        kubeconfig.write_text("apiVersion: v1\nclusters:\n- cluster:\n    server: https://ct-api:6443\n")
+        assert _wait(lambda: (tmp_path / "curl.log").exists())
+        time.sleep(1)
+        assert not (tmp_path / "kubectl.log").exists()  # no kubectl while the API server does not answer
+        assert "https://ct-api:6443/healthz" in (tmp_path / "curl.log").read_text()
+        (tmp_path / "api-up").touch()
         assert _wait(lambda: (tmp_path / "kubectl.log").exists())
         time.sleep(1.5)
         assert not conflist.exists()  # no podCIDR, no CNI config: the kubelet stays NetworkNotReady
