@@ -143,3 +143,20 @@ def test_bootstrap_enables_role_services_without_sysv_install() -> None:
     for unit in ("docker", "containerd", "nginx", "keepalived"):
         assert f"systemctl enable {unit}" not in text and f"systemctl enable --now {unit}" not in text
     assert "enable_units nginx.service keepalived.service" in text
+
+
+def test_stock_spec_holds_only_what_debians_cloud_image_holds() -> None:
+    """profiles/images/stock.yaml stands in for Debian 12's genericcloud image (vm-tests/lab/ serves the rest):
+    it builds like the node image but carries none of the packages imagegen's profiles install."""
+    distro = yaml.safe_load((spec_dir().parent / "distros" / "debian-12.yaml").read_text())
+    spec = load_spec("stock")
+    assert spec.artefact_name == "stock-cloud" and "linux-image-cloud-amd64" in spec.packages
+    for pkg in ("cloud-init", "openssh-server", "sudo", "curl", "ca-certificates", "gnupg", "netplan.io"):
+        assert pkg in spec.packages, pkg
+    profile_only = {p for group in ("cni-plugins", "containerd", "docker", "etcd-client", "load-balancer", "registry")
+                    for p in distro["packages"][group]} - {"curl", "apparmor"}  # genericcloud has these two
+    assert profile_only and not profile_only & set(spec.packages), profile_only & set(spec.packages)
+    for pkg in ("ipset", "ipvsadm", "conntrack", "socat", "ebtables", "ethtool"):  # base, not in genericcloud
+        assert pkg not in spec.packages, pkg
+    assert spec.disabled_services == () and spec.remove_files == ()
+    assert load_spec("stock", kernel="generic").packages != spec.packages
