@@ -10,8 +10,10 @@ The secret travels only on kubectl's stdin: never in argv, a file or the console
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
+from time import sleep
 from typing import Any
 
 import yaml
@@ -49,19 +51,31 @@ def token_secret(token: str, ttl: str, now: dt.datetime) -> dict[str, Any]:
             "stringData": data}
 
 
+TRIES = 4
+_TRANSIENT = re.compile(r"Unable to connect to the server|connection refused|TLS handshake timeout|"
+                        r"context deadline exceeded|i/o timeout|the server is currently unable|"
+                        r"etcdserver: request timed out|EOF$", re.M)
+
+
 def apply_token(token: str, ttl: str, kubeconfig: Path, kubectl: str = "kubectl",
                 now: dt.datetime | None = None) -> str:
     """Create or refresh the token's Secret in the cluster; returns the token id (never the secret)."""
     if not kubeconfig.is_file():
         raise UsageError(f"--kubeconfig {kubeconfig}: not a file; use the admin.conf `imagegen render` wrote")
     manifest = yaml.safe_dump(token_secret(token, ttl, now or dt.datetime.now(dt.UTC)), sort_keys=True)
-    try:
-        result = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "-"], input=manifest,
-                                capture_output=True, text=True, timeout=120)
-    except FileNotFoundError:
-        raise UsageError(f"--kubectl {kubectl}: not found; install kubectl or pass its path") from None
-    except subprocess.TimeoutExpired:
-        raise RuntimeError("kubectl apply did not answer within 120 s (is the API endpoint reachable?)") from None
+    for attempt in range(1, TRIES + 1):
+        try:
+            result = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "-"], input=manifest,
+                                    capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise UsageError(f"--kubectl {kubectl}: not found; install kubectl or pass its path") from None
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("kubectl apply did not answer within 120 s (is the API endpoint reachable?)") from None
+        # A busy or restarting API server (a control plane under load, a VIP moving) is worth a few more tries;
+        # anything else (RBAC, a bad kubeconfig) is reported at once.
+        if result.returncode == 0 or attempt == TRIES or not _TRANSIENT.search(result.stderr or ""):
+            break
+        sleep(5 * 2 ** (attempt - 1))
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().replace(token.split(".", 1)[1], "<token-secret>")[-400:]
         raise RuntimeError(f"kubectl apply of the bootstrap token failed: {detail}")

@@ -91,3 +91,30 @@ def test_cli_missing_kubeconfig_is_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert main(["render", str(plan), "--out", str(out), "--state", str(state), "--quiet"]) == 0
     assert main(["token", "apply", str(plan), "--state", str(state), "--kubeconfig", str(tmp_path / "nope")]) == 2
     assert "not a file" in capsys.readouterr().err
+
+
+def test_apply_retries_a_busy_api_server_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cluster-test: `token apply` met "Unable to connect to the server: context deadline exceeded" while a control
+    plane under load answered late. Such errors get a few tries with backoff; a rejection is reported at once."""
+    from imagegen import tokens
+
+    monkeypatch.setattr(tokens, "sleep", lambda _s: None)
+    kubeconfig = tmp_path / "admin.conf"
+    kubeconfig.write_text("apiVersion: v1\n")
+    count = tmp_path / "count"
+    tool = tmp_path / "kubectl"
+    tool.write_text(f"""#!/bin/bash
+cat >/dev/null
+n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n >{count}
+[ $n -ge 3 ] && exit 0
+echo "Unable to connect to the server: context deadline exceeded (Client.Timeout exceeded)" >&2; exit 1
+""")
+    tool.chmod(0o755)
+    token = "abcdef.0123456789abcdef"
+    assert tokens.apply_token(token, "24h", kubeconfig, kubectl=str(tool)) == "abcdef"
+    assert count.read_text().strip() == "3"
+    count.unlink()
+    tool.write_text(f"#!/bin/bash\ncat >/dev/null\necho 1 >>{count}\necho 'error: forbidden' >&2\nexit 1\n")
+    with pytest.raises(RuntimeError, match="forbidden"):
+        tokens.apply_token(token, "24h", kubeconfig, kubectl=str(tool))
+    assert count.read_text().split() == ["1"]
