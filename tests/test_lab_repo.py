@@ -67,7 +67,7 @@ def stock_root(path: Path, lab: labrepo.LabRepos) -> PrivateApt:
     """A private apt root whose dpkg status is the stock image's and whose only source is the lab's Debian
     repository, signed-by the lab key: a stock node pointed at the lab's mirror."""
     apt = PrivateApt(path)
-    apt.setup(f"deb [signed-by={lab.keyring}] {lab.debian_url} bookworm main\n")
+    apt.setup(lab.debian_source(str(lab.keyring)) + "\n")
     shutil.copyfile(labrepo.CACHE / "apt" / "var/lib/dpkg/status", path / "var/lib/dpkg/status")
     return apt
 

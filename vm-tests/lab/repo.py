@@ -303,6 +303,12 @@ class LabRepos:
     def armored_key(self) -> Path:
         return self.cache / self.index["key"]["armored"]
 
+    def debian_source(self, keyring: str = "/etc/apt/keyrings/imagegen-lab.gpg") -> str:
+        """The sources.list line a node needs for the lab's Debian repository, with the lab key (armoured_key,
+        dearmored) at `keyring`."""
+        debian = self.index["debian"]
+        return f"deb [signed-by={keyring}] {self.debian_url} {debian['suite']} {debian['component']}"
+
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         handler = type("LabHandler", (_Handler,), {"sink": self._requests, "log_file": self.log_dir / "http.log",
