@@ -1,7 +1,7 @@
 """The lab's repositories and registry (vm-tests/lab/), proven with the programs that consume them, no VMs:
 real apt-get (private root, the stock image's dpkg status) accepts the throwaway key and resolves what
-kube_repo_install pins, running the rendered distro.sh function itself; the Debian repository holds every package
-group on top of the stock image; dpkg-deb shows the .debs' paths; skopeo reads the images from the running
+kube_repo_install pins, running the rendered distro.sh function itself; each role's rendered pkg_ensure gets its
+PACKAGES from the lab's Debian repository alone on top of the stock image, which holds every package group; dpkg-deb shows the .debs' paths; skopeo reads the images from the running
 registry through the host a rendered hosts.toml names; and every request the lab could not answer (404) fails.
 
 Needs the bundle (`make bundle`), apt-get, dpkg-deb, gpg and skopeo, and the lab built
@@ -72,19 +72,43 @@ def stock_root(path: Path, lab: labrepo.LabRepos) -> PrivateApt:
     return apt
 
 
-def render_stock(tmp: Path, lab: labrepo.LabRepos | None = None) -> dict[str, str]:
-    """cluster-stock.yaml rendered (with its lab URLs moved to `lab`'s): the worker's write_files by path."""
+def render_stock(tmp: Path, lab: labrepo.LabRepos) -> dict[str, dict[str, str]]:
+    """cluster-stock.yaml rendered with its lab URLs moved to `lab`'s: each node's write_files by path."""
     data = yaml.safe_load(STOCK_PLAN.read_text())
-    if lab is not None:
-        data["cluster"]["package_repository"] = lab.kubernetes_url
-        data["cluster"]["mirrors"] = {h: {"endpoints": [lab.registry_url]} for h in data["cluster"]["mirrors"]}
+    data["cluster"]["package_repository"] = lab.kubernetes_url
+    data["cluster"]["mirrors"] = {h: {"endpoints": [lab.registry_url]} for h in data["cluster"]["mirrors"]}
     plan_file = tmp / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(data))
     plan = load_plan(plan_file)
     artifacts = render_cluster(plan, ensure_state(tmp / "state", plan))
-    worker = next(n.name for n in plan.nodes if n.role == "worker")
-    user_data = yaml.safe_load(artifacts[f"nodes/{worker}/user-data"].data)
-    return {f["path"]: f["content"] for f in user_data["write_files"]}
+    out = {}
+    for node in plan.nodes:
+        user_data = yaml.safe_load(artifacts[f"nodes/{node.name}/user-data"].data)
+        out[node.name] = {f["path"]: f["content"] for f in user_data["write_files"]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def stock_files(lab: labrepo.LabRepos, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    return render_stock(tmp_path_factory.mktemp("stock-render"), lab)
+
+
+def node_shell(tmp: Path, apt: PrivateApt, distro: str) -> tuple[Path, dict[str, str]]:
+    """The rendered distro.sh with /etc/apt/ moved into the private root, and an environment whose apt-get only
+    downloads (install gets --download-only), whose dpkg-query reads the private root's status and whose
+    apt-mark only records its calls (tmp/calls)."""
+    root = apt.root
+    (tmp / "distro.sh").write_text(distro.replace("/etc/apt/", f"{root}/etc/apt/"))
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text('#!/bin/sh\n[ "$1" = install ] && exec /usr/bin/apt-get "$@" --download-only\n'
+                                     'exec /usr/bin/apt-get "$@"\n')
+    (bin_dir / "dpkg-query").write_text(f'#!/bin/sh\nexec /usr/bin/dpkg-query --admindir={root}/var/lib/dpkg "$@"\n')
+    (bin_dir / "apt-mark").write_text(f'#!/bin/sh\necho "apt-mark $*" >>{tmp}/calls\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return tmp / "distro.sh", {**apt.env, "PATH": f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp),
+                               "GNUPGHOME": str(tmp / "gnupg")}
 
 
 def test_stock_plan_points_at_the_lab_urls() -> None:
@@ -100,25 +124,17 @@ def test_stock_plan_points_at_the_lab_urls() -> None:
 
 
 @needs_lab
-def test_kube_repo_install_runs_against_the_lab_repository(lab: labrepo.LabRepos, tmp_path: Path) -> None:
+def test_kube_repo_install_runs_against_the_lab_repository(
+        lab: labrepo.LabRepos, stock_files: dict[str, dict[str, str]], tmp_path: Path) -> None:
     """The rendered kube_repo_install itself (only /etc/apt/ moved into a private root, apt-get limited to
     --download-only, apt-mark recorded): curl fetches Release.key, gpg dearmors it, apt-get update verifies
     InRelease with it through signed-by, and apt resolves the exact pins plus cri-tools and kubernetes-cni, with
     the Debian dependencies from the lab's Debian repository on top of the stock image."""
-    distro = render_stock(tmp_path, lab)["/usr/local/lib/imagegen/distro.sh"]
+    worker = next(n for n in stock_files if "worker" in n)
     root = tmp_path / "root"
     apt = stock_root(root, lab)
-    (tmp_path / "distro.sh").write_text(distro.replace("/etc/apt/", f"{root}/etc/apt/"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "apt-get").write_text('#!/bin/sh\n[ "$1" = install ] && exec /usr/bin/apt-get "$@" --download-only\n'
-                                     'exec /usr/bin/apt-get "$@"\n')
-    (bin_dir / "apt-mark").write_text(f'#!/bin/sh\necho "apt-mark $*" >>{tmp_path}/calls\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    env = {**apt.env, "PATH": f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp_path),
-           "GNUPGHOME": str(tmp_path / "gnupg")}
-    done = subprocess.run(["bash", "-c", f". {tmp_path}/distro.sh\nkube_repo_install {lab.kubernetes_url} "
+    script, env = node_shell(tmp_path, apt, stock_files[worker]["/usr/local/lib/imagegen/distro.sh"])
+    done = subprocess.run(["bash", "-c", f". {script}\nkube_repo_install {lab.kubernetes_url} "
                            "1.20.2 1.1 && echo DONE"], capture_output=True, text=True, env=env, timeout=300)
     assert "DONE" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     assert "signature" not in done.stderr.lower() and "NO_PUBKEY" not in done.stderr, done.stderr
@@ -138,6 +154,31 @@ def test_kube_repo_install_runs_against_the_lab_repository(lab: labrepo.LabRepos
     got = {(r.method, r.path, r.status) for r in lab.requests() if r.server == "http"}
     assert ("GET", f"/{lab.index['kubernetes']['path']}Release.key", 200) in got
     assert ("GET", f"/{lab.index['kubernetes']['path']}InRelease", 200) in got
+    assert [r for r in lab.missing() if r.server == "http"] == []
+
+
+@needs_lab
+@pytest.mark.parametrize("role", ["load-balancer", "control-plane", "worker"])
+def test_each_roles_pkg_ensure_installs_from_the_lab_debian_repository(
+        lab: labrepo.LabRepos, stock_files: dict[str, dict[str, str]], tmp_path: Path, role: str) -> None:
+    """The rendered pkg_ensure with the node's own PACKAGES (bootstrap.env) on the stock image's dpkg status,
+    the lab's Debian repository its only source: it finds what is missing and apt gets all of it."""
+    node = next(n for n in load_plan(STOCK_PLAN).nodes if n.role == role).name
+    files = stock_files[node]
+    env_file = next(v for p, v in files.items() if p.endswith("/bootstrap.env"))
+    packages = next(line.split("=", 1)[1].strip("'") for line in env_file.splitlines()
+                    if line.startswith("PACKAGES="))
+    apt = stock_root(tmp_path / "root", lab)
+    script, env = node_shell(tmp_path, apt, files["/usr/local/lib/imagegen/distro.sh"])
+    done = subprocess.run(["bash", "-c", f". {script}\npkg_ensure {packages} && echo \"DONE $MISSING_PACKAGES\""],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "DONE" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    missing = done.stdout.split("DONE ", 1)[1].split()
+    stock = {s.removeprefix("Package: ") for s in (tmp_path / "root/var/lib/dpkg/status").read_text().splitlines()
+             if s.startswith("Package: ")}
+    assert missing == [p for p in packages.split() if p not in stock] and missing, (missing, packages)
+    fetched = {p.name.split("_")[0] for p in (tmp_path / "root/var/cache/apt/archives").glob("*.deb")}
+    assert set(missing) <= fetched
     assert [r for r in lab.missing() if r.server == "http"] == []
 
 
@@ -222,11 +263,11 @@ def _skopeo_inspect(reference: str) -> dict:
 
 
 @needs_lab
-def test_registry_serves_the_bundle_images_where_the_rendered_hosts_toml_points(lab: labrepo.LabRepos,
-                                                                                 tmp_path: Path) -> None:
+def test_registry_serves_the_bundle_images_where_the_rendered_hosts_toml_points(
+        lab: labrepo.LabRepos, stock_files: dict[str, dict[str, str]]) -> None:
     """A plan whose cluster.mirrors point k8s.gcr.io at the lab registry renders a hosts.toml naming it; skopeo
     reads every image kubeadm 1.20.2 needs from that host, at the path a mirror of k8s.gcr.io is asked for."""
-    files = render_stock(tmp_path, lab)
+    files = next(f for n, f in stock_files.items() if "worker" in n)
     hosts = tomllib.loads(files["/etc/containerd/certs.d/k8s.gcr.io/hosts.toml"])
     assert hosts["server"] == "https://k8s.gcr.io"
     assert list(hosts["host"]) == [lab.registry_url]
