@@ -1,8 +1,9 @@
 """The lab's repositories and registry (vm-tests/lab/), proven with the programs that consume them, no VMs:
 real apt-get (private root, the stock image's dpkg status) accepts the throwaway key and resolves what
 kube_repo_install pins, running the rendered distro.sh function itself; each role's rendered pkg_ensure gets its
-PACKAGES from the lab's Debian repository alone on top of the stock image, which holds every package group; dpkg-deb shows the .debs' paths; skopeo reads the images from the running
-registry through the host a rendered hosts.toml names; and every request the lab could not answer (404) fails.
+PACKAGES from the lab's Debian repository alone on top of the stock image, which holds every package group;
+dpkg-deb shows the .debs' paths; skopeo reads the images from the running registry through the host a rendered
+hosts.toml names; and every request the lab could not answer (404) fails.
 
 Needs the bundle (`make bundle`), apt-get, dpkg-deb, gpg and skopeo, and the lab built
 (`python vm-tests/lab/repo.py build`, ~40 s with Debian's mirror); IMAGEGEN_LAB_REPO_TESTS=1 builds it here.
