@@ -84,7 +84,7 @@ class RegistryProcess:
         self.storage.mkdir(parents=True, exist_ok=True)
         config = self.log.with_suffix(".yml")
         config.write_text(self.config_text())
-        self._out = self.log.open("ab")
+        self._out = self.log.open("wb")  # one log per start: requests() and the lab's 404s are this run's
         self._proc = subprocess.Popen([str(self.binary), "serve", str(config)], stdout=self._out,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -311,6 +311,7 @@ class LabRepos:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / "http.log").write_text("")
         handler = type("LabHandler", (_Handler,), {"sink": self._requests, "log_file": self.log_dir / "http.log",
                                                    "lock": threading.Lock()})
         self._server = http.server.ThreadingHTTPServer(
