@@ -31,8 +31,16 @@ def _bundled(plan: Plan) -> str:
 def node_fetches(plan: Plan, node: Node) -> list[Fetch]:
     c = plan.cluster
     distro = load_distro(c.distro)
-    out = [Fetch("packages", f"{c.distro} package repositories", "this role's distribution packages, from the "
-                 "image's apt sources", condition="only those the image lacks (imagegen's image has them all)")]
+    lacking = "only those the image lacks (imagegen's image has them all)"
+    if c.distro_mirror is not None:
+        # cloud-init's apt module replaces the image's sources with this mirror (cloud-config.yaml.j2).
+        suites = ", ".join(c.distro_mirror.suites_for(distro.codename))
+        out = [Fetch("package-repository", c.distro_mirror.url, f"cluster.distro_mirror ({suites}; "
+                     f"{' '.join(distro.mirror_components)}): its indexes at first boot (cloud-init's apt-get "
+                     f"update), then this role's {c.distro} packages the image lacks")]
+    else:
+        out = [Fetch("packages", f"{c.distro} package repositories", "this role's distribution packages, from the "
+                     "image's apt sources", condition=lacking)]
     if node.is_kubernetes:
         repo = c.package_repository.rstrip("/") + "/"
         out += [Fetch("package-repository", repo, "kubeadm, kubelet, kubectl, cri-tools, kubernetes-cni",

@@ -55,6 +55,7 @@ class Distro:
     cni_plugin_dir: str
     packages: dict[str, tuple[str, ...]]
     cri_dockerd_package: str
+    mirror_components: tuple[str, ...] = ("main",)   # what a cluster.distro_mirror sources.list line names
 
     def package_names(self, groups: tuple[str, ...]) -> tuple[str, ...]:
         names: list[str] = []
@@ -135,4 +136,5 @@ def load_distro(name: str) -> Distro:
     return Distro(name=name, family=data["family"], codename=data["codename"],
                   cni_plugin_dir=data["cni_plugin_dir"],
                   packages={k: tuple(v) for k, v in data["packages"].items()},
-                  cri_dockerd_package=data["cri_dockerd_package"])
+                  cri_dockerd_package=data["cri_dockerd_package"],
+                  mirror_components=tuple(data["mirror_components"]))

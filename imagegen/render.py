@@ -20,7 +20,7 @@ from imagegen import channels, configdrive, kubeadm, nodeprogram, proxmox, regis
 from imagegen.kubeconfig import admin_kubeconfig
 from imagegen.nodefacts import node_facts, to_env
 from imagegen.plan import Node, Plan
-from imagegen.profiles import FileSpec, Profile, load_distro, load_profile
+from imagegen.profiles import Distro, FileSpec, Profile, load_distro, load_profile
 from imagegen.seediso import build_seed_iso
 from imagegen.state import ClusterState
 from imagegen.templates import environment, evaluate
@@ -132,6 +132,17 @@ def _kube_vip_manifests(plan: Plan, node: Node) -> list[dict[str, str]]:
     return manifests
 
 
+def _apt_mirror(plan: Plan, distro: Distro) -> dict[str, str] | None:
+    """cluster.distro_mirror as cloud-init's apt module takes it: one sources.list line per suite, the URL as
+    cloud-init's own $PRIMARY (cloud-init fills it from `primary`), the distribution's components."""
+    m = plan.cluster.distro_mirror
+    if m is None:
+        return None
+    components = " ".join(distro.mirror_components)
+    lines = "".join(f"deb $PRIMARY {suite} {components}\n" for suite in m.suites_for(distro.codename))
+    return {"url": m.url, "sources_list": lines, "key": m.key}
+
+
 def _steps(profile: Profile, ctx: dict[str, Any]) -> list[str]:
     return [s.name for s in profile.steps if not s.when or evaluate(s.when, ctx)]
 
@@ -160,6 +171,7 @@ def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) 
         "secrets": _secrets_for(profile, state),
         "patch_dir": kubeadm.PATCH_DIR,
         "kube_vip_manifests": _kube_vip_manifests(plan, node),
+        "apt_mirror": _apt_mirror(plan, distro),
     }
     ctx["steps"] = _steps(profile, ctx)
     groups = list(profile.packages)

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MINIMAL: dict[str, Any] = {
     "cluster": {"name": "defaults", "kubernetes_version": "1.34.0",
-                "mirrors": {"quay.io": {"endpoints": ["https://mirror.example.internal"]}}},
+                "mirrors": {"quay.io": {"endpoints": ["https://mirror.example.internal"]}},
+                "distro_mirror": {"url": "http://mirror.example.internal/debian/"}},
     "endpoint": {"mode": "single"},
     "network": {"cidr": "192.168.10.0/24", "gateway": "192.168.10.1"},
     "nodes": [{"name": "cp-1", "role": "control-plane", "ip": "192.168.10.11", "mac": "52:54:00:00:00:11"}],
@@ -74,7 +75,8 @@ def test_every_nested_section_has_rows() -> None:
 def test_table_defaults_are_what_the_parser_gives() -> None:
     plan = parse_plan(_minimal())
     objects: dict[str, Any] = {"": plan, "cluster": plan.cluster, "cluster.docker": plan.cluster.docker,
-                               "cluster.mirrors.*": plan.cluster.mirror_for("quay.io"), "endpoint": plan.endpoint,
+                               "cluster.mirrors.*": plan.cluster.mirror_for("quay.io"),
+                               "cluster.distro_mirror": plan.cluster.distro_mirror, "endpoint": plan.endpoint,
                                "network": plan.network, "nodes[]": plan.nodes[0], "registry": plan.registry,
                                "bundle": plan.bundle, "bootstrap": plan.bootstrap}
     checked = 0

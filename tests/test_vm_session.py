@@ -253,7 +253,8 @@ CLUSTER_CHECKS = {
     "bootstrap sentinel /var/lib/imagegen/bootstrap.done",
     "day 2: `imagegen token rotate` + `token apply` put the new token into the cluster",
     "etcd snapshot service leaves a snapshot etcdctl snapshot status accepts",
-    "f'busybox workload ({BUSYBOX}, imagePullPolicy Never) Running on the worker'",
+    "f'busybox workload ({BUSYBOX}, imagePullPolicy {ctx.pull_policy}) Running on the worker'",
+    "lab: every request was for something the lab holds",  # --stock only
     "f'every Kubernetes node Ready (kubectl via VIP {vip})'",
     "f'kubeadm, kubelet, kubectl at {KUBE_VERSION}'",
     "f'one control plane ({gone.name}) powered off: API via VIP serves, etcd keeps quorum'",

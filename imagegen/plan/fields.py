@@ -249,6 +249,7 @@ _CNI_MANIFESTS = {
 }
 _SSH_KEY = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp[0-9]+|sk-[!-~]+) [A-Za-z0-9+/=]+( [ -~]*)?")
 _LOG_SIZE = re.compile(r"[0-9]+[kmg]")
+_SUITE = re.compile(r"[a-z0-9-]+")
 
 
 def _ssh_key(key: str) -> values.Verdict:
@@ -259,6 +260,10 @@ def _ssh_key(key: str) -> values.Verdict:
 
 def _log_size(size: str) -> values.Verdict:
     return None if _LOG_SIZE.fullmatch(size) else ("must be a size like '100m'", "")
+
+
+def _suite(name: str) -> values.Verdict:
+    return None if _SUITE.fullmatch(name) else ("is not a suite name", "e.g. 'bookworm' or 'bookworm-updates'")
 
 
 def _interface(name: str) -> values.Verdict:
@@ -321,6 +326,8 @@ FIELDS: tuple[Field, ...] = (
          Field("package_repository", Text(values.url, doc="URL"), "Kubernetes apt repository",
                default_from=_package_repository, default_doc="pkgs.k8s.io for the plan's minor"),
          Field("distro", Choice(Distro), "node distribution (profiles/distros/)", default=Distro.DEBIAN_12),
+         Field("distro_mirror", Section("cluster.distro_mirror"), "the distribution's package mirror, written into "
+               "apt's sources by cloud-init's apt module", nullable=True),
          Field("timezone", Text(values.timezone, doc="IANA zone"), "IANA time zone", default="UTC"),
          Field("ntp_servers", Texts(values.host_or_ip, doc="list of host names or IPv4 addresses"),
                "systemd-timesyncd servers; empty keeps the distribution's", default=()),
@@ -369,6 +376,15 @@ FIELDS: tuple[Field, ...] = (
                "a file on this machine (relative to the plan), written beside hosts.toml", default="",
                default_doc="none (the system's CA certificates)"),
          Field("skip_verify", Flag(), "do not verify the mirrors' TLS certificates", default=False)),
+    *_in("cluster.distro_mirror",
+         Field("url", Text(values.url, doc="URL"), "the mirror's root, e.g. http://mirror.example.internal/debian",
+               required=True),
+         Field("key_file", Text(values.local_file_name, doc="file name"), "ASCII-armored OpenPGP public key that "
+               "signs the mirror, a file on this machine (relative to the plan), trusted in /etc/apt/trusted.gpg.d",
+               default="", default_doc="none (the image's own apt keys)"),
+         Field("suites", Texts(_suite, unique=True, doc="list of suite names"), "one sources.list line per suite, "
+               "with the distribution's mirror_components (profiles/distros/)",
+               default=(), default_doc="the distribution's codename and <codename>-updates")),
     *_in("endpoint",
          Field("mode", Choice(EndpointMode), "load-balancer (needs load-balancer nodes and vip), kube-vip (needs "
                "vip) or single", required=True),
@@ -410,10 +426,11 @@ FIELDS: tuple[Field, ...] = (
 
 # The model class each section fills, and its attributes that do not come from a plan key.
 MODELS: dict[str, type] = {"": model.Plan, "cluster": model.Cluster, "cluster.docker": model.DockerSettings,
-                           "cluster.mirrors.*": model.RegistryMirror, "endpoint": model.Endpoint,
-                           "network": model.Network, "nodes[]": model.Node, "registry": model.Registry,
-                           "bundle": model.Bundle, "bootstrap": model.Bootstrap}
-NOT_FROM_PLAN = {"": ("pod_subnets",), "cluster.mirrors.*": ("host", "ca_pem"), "nodes[]": ("index",)}
+                           "cluster.mirrors.*": model.RegistryMirror, "cluster.distro_mirror": model.DistroMirror,
+                           "endpoint": model.Endpoint, "network": model.Network, "nodes[]": model.Node,
+                           "registry": model.Registry, "bundle": model.Bundle, "bootstrap": model.Bootstrap}
+NOT_FROM_PLAN = {"": ("pod_subnets",), "cluster.mirrors.*": ("host", "ca_pem"), "cluster.distro_mirror": ("key",),
+                 "nodes[]": ("index",)}
 
 SECTIONS: dict[str, tuple[Field, ...]] = {
     name: tuple(f for f in FIELDS if f.section == name) for name in dict.fromkeys(f.section for f in FIELDS)}

@@ -82,6 +82,7 @@ ADDONS = ("coredns", "kube-proxy")
 JOURNALD_KEYS = ("Storage", "Compress", "SystemMaxUse", "SystemMaxFileSize", "MaxRetentionSec", "ForwardToSyslog",
                  "SystemKeepFree", "RuntimeMaxUse", "MaxFileSec", "RateLimitBurst", "RateLimitIntervalSec")
 MIRROR_CA_MAX_BYTES = 1 << 20
+DISTRO_MIRROR_KEY_MAX_BYTES = 1 << 20
 
 DEFAULT_SYSCTL: dict[str, str] = {
     "net.bridge.bridge-nf-call-iptables": "1",
@@ -132,6 +133,19 @@ class RegistryMirror:
 
 
 @dataclass(frozen=True)
+class DistroMirror:
+    """`cluster.distro_mirror`: the distribution's package mirror, given to cloud-init's apt module."""
+
+    url: str
+    key_file: str = ""              # as written in the plan (the operator's machine)
+    suites: tuple[str, ...] = ()    # empty: the distribution's codename and <codename>-updates
+    key: str = ""                   # the armored OpenPGP public key, read when the plan is loaded
+
+    def suites_for(self, codename: str) -> tuple[str, ...]:
+        return self.suites or (codename, f"{codename}-updates")
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     kubernetes_version: KubeVersion
@@ -162,6 +176,7 @@ class Cluster:
     component_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     mirrors: tuple[RegistryMirror, ...] = ()
     platform_limits: tuple[str, ...] = ()
+    distro_mirror: DistroMirror | None = None
 
     def mirror_for(self, host: str) -> RegistryMirror | None:
         return next((m for m in self.mirrors if m.host == host), None)

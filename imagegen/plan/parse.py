@@ -26,8 +26,10 @@ from imagegen.plan.model import (
     COMPONENTS,
     DEFAULT_JOURNALD,
     DEFAULT_SYSCTL,
+    DISTRO_MIRROR_KEY_MAX_BYTES,
     JOURNALD_KEYS,
     MIRROR_CA_MAX_BYTES,
+    DistroMirror,
     Node,
     Plan,
     RegistryMirror,
@@ -40,6 +42,7 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _SYSCTL_KEY = re.compile(r"[a-z0-9_]+(\.[a-zA-Z0-9_*-]+)+")
 _JOURNALD_VALUE = re.compile(r"[A-Za-z0-9.]+")
 _FLAG = re.compile(r"[a-z0-9][a-z0-9-]*")
+_PGP_PUBLIC_KEY = re.compile(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\n[ -~\n]*?\n-----END PGP PUBLIC KEY BLOCK-----\n?")
 
 
 def _suggest(value: object, options: tuple[str, ...] | list[str], fallback: str = "") -> str:
@@ -387,6 +390,44 @@ def _read_ca(r: _Reader, path: str, name: str) -> str:
     return data.decode("ascii")
 
 
+def _distro_mirror(r: _Reader, data: object, got: Mapping[str, Any]) -> DistroMirror | None:
+    """cluster.distro_mirror: its keys as the table reads them, and the key file read on this machine."""
+    if data is MISSING or data is None:
+        return None
+    path = "cluster.distro_mirror"
+    m = r.section(data, path, path)
+    if m is None:
+        return None
+    key = _read_key(r, f"{path}.key_file", m["key_file"]) if m["key_file"] else ""
+    return DistroMirror(**m, key=key)
+
+
+def _read_key(r: _Reader, path: str, name: str) -> str:
+    """An ASCII-armored OpenPGP public key (one block, nothing else), read when the plan is loaded: cloud-init's
+    apt module dearmors it with gpg on the node."""
+    file = r.base / name
+    fix = ("give the path of an ASCII-armored public key (gpg --armor --export KEYID > mirror.asc); relative "
+           "paths are read from the plan's directory")
+    try:
+        if file.stat().st_size > DISTRO_MIRROR_KEY_MAX_BYTES:
+            r.add(path, name, f"is larger than {DISTRO_MIRROR_KEY_MAX_BYTES} bytes", fix)
+            return ""
+        data = file.read_bytes()
+    except OSError as exc:
+        r.add(path, name, f"cannot be read: {exc.strerror}", fix)
+        return ""
+    try:
+        text = data.decode("ascii").replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        r.add(path, name, "is not an armored key (not ASCII)", fix)
+        return ""
+    if text.count("-----BEGIN ") != 1 or not _PGP_PUBLIC_KEY.fullmatch(text.strip() + "\n"):
+        r.add(path, name, "must hold one ASCII-armored OpenPGP public key and nothing else "
+              "(-----BEGIN PGP PUBLIC KEY BLOCK----- ... -----END PGP PUBLIC KEY BLOCK-----)", fix)
+        return ""
+    return text.strip() + "\n"
+
+
 def _component_args(r: _Reader, data: object,
                     got: Mapping[str, Any]) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
     """Extra flags for the control-plane components (kubeadm's extraArgs), e.g. longer leader-election
@@ -463,7 +504,8 @@ def _journald(r: _Reader, data: object, got: Mapping[str, Any]) -> tuple[tuple[s
 
 
 _NESTED: dict[str, Callable[[_Reader, object, Mapping[str, Any]], Any]] = {
-    "nodes": _nodes, "cluster.mirrors": _mirrors, "cluster.component_args": _component_args,
+    "nodes": _nodes, "cluster.mirrors": _mirrors, "cluster.distro_mirror": _distro_mirror,
+    "cluster.component_args": _component_args,
     "cluster.sysctl": _sysctl, "cluster.journald": _journald}
 
 

@@ -7,7 +7,8 @@ memory sampling, and a teardown that always runs and always writes report.json a
 
 An exception or Ctrl-C/SIGTERM/SIGHUP inside the block ends the run, not the teardown: the exception becomes the
 exit status (130 interrupted, 2 bad input, 1 failed) and the report's result. Teardown order: the suite's `collect`
-hook (guest logs while the domains still run), the nodes into the report, the lab removed (domains, firewall rule,
+hook (guest logs while the domains still run), the nodes into the report, the services the suite registered with
+`on_teardown` stopped (the lab's package repositories and registry), the lab removed (domains, firewall rule,
 network, overlays) unless `keep`, the `discard` directories of the run removed, the report written, the summary
 printed. libvirt is reached only through `connect` and processes only through `run`, so a test can pass fakes.
 """
@@ -74,6 +75,7 @@ class Session:
         self._memory: MemorySampler | None = None
         self._wall0 = 0.0
         self._handlers: dict[signal.Signals, Any] = {}
+        self._stops: list[Callable[[], None]] = []
 
     # --- setup ---------------------------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -117,6 +119,11 @@ class Session:
             cidr=str(plan.network.cidr), gateway=str(plan.network.gateway),
             hosts=tuple(HostEntry(n.mac, str(n.ip), n.name) for n in plan.nodes)))
 
+    def on_teardown(self, stop: Callable[[], None]) -> None:
+        """`stop` runs in teardown, after `collect` and before the lab is removed: a service the suite started on
+        the lab network (LabRepos on the bridge's gateway address)."""
+        self._stops.append(stop)
+
     # --- teardown ------------------------------------------------------------------------------------------
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
@@ -144,10 +151,18 @@ class Session:
             if self.collect is not None:
                 self.collect(self)
             self.report.add_nodes([*lab.removed, *lab.nodes.values()])  # removed: day 2's dead machines
+        stop_problems: list[str] = []
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception as exc:  # one service failing to stop must not keep the lab from being removed
+                stop_problems.append(f"stopping {getattr(stop, '__qualname__', stop)}: {exc}")
+        self.report.cleanup_problems = stop_problems
+        if lab is not None:
             if self.keep:
                 print("--keep: VMs left running; remove them with virsh destroy/undefine", flush=True)
             else:
-                self.report.cleanup_problems = lab.close()
+                self.report.cleanup_problems = [*stop_problems, *lab.close()]
         for name in self.discard:
             shutil.rmtree(self.run_dir / name, ignore_errors=True)
         self.report.wall_seconds = round(time.monotonic() - self._wall0, 1)

@@ -126,6 +126,12 @@ class ClusterContext:
         return str(self.plan.endpoint.vip)
 
     @property
+    def pull_policy(self) -> str:
+        """The workload's imagePullPolicy: its image is on the nodes from the bundle (Never), or, with no bundle
+        (cluster-test --stock), pulled through the plan's registry mirror (IfNotPresent)."""
+        return "IfNotPresent" if self.plan.bundle.source == "online" else "Never"
+
+    @property
     def runtime(self) -> str:
         return self.plan.cluster.container_runtime
 

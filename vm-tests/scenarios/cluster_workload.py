@@ -1,4 +1,5 @@
-"""A workload from the bundle on the worker, its ClusterIP Service from the control plane, kube-proxy in ipvs mode."""
+"""A workload from the bundle (or, with no bundle, pulled through the lab registry) on the worker, its ClusterIP
+Service from the control plane, kube-proxy in ipvs mode."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from harness import guest
 from scenarios.cluster_context import BUSYBOX, DEADLINES, ClusterContext
 
 
-def workload_manifest(worker: str) -> str:
-    """busybox httpd from the bundle's image, pinned to the worker, behind a ClusterIP Service on port 80."""
+def workload_manifest(worker: str, pull_policy: str = "Never") -> str:
+    """busybox httpd from the bundle's image (pull_policy Never) or pulled through the registry mirror
+    (IfNotPresent), pinned to the worker, behind a ClusterIP Service on port 80."""
     return f"""apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: ct-web, namespace: default}}
@@ -26,7 +28,7 @@ spec:
       containers:
         - name: web
           image: {BUSYBOX}
-          imagePullPolicy: Never
+          imagePullPolicy: {pull_policy}
           command: [sh, -c, "mkdir -p /www && echo imagegen-cluster-test > /www/index.html &&
             exec httpd -f -p 8080 -h /www"]
           ports: [{{containerPort: 8080}}]
@@ -81,7 +83,7 @@ def workload(ctx: ClusterContext) -> None:
     with ctx.session.phase("workload"):
         t = time.monotonic()
         worker, cp = ctx.workers[0], ctx.cps[0]
-        manifest = workload_manifest(worker.name)
+        manifest = workload_manifest(worker.name, ctx.pull_policy)
         (ctx.run_dir / "workload.yaml").write_text(manifest)
         code, applied = kubectl.run("apply", "-f", "-", stdin=manifest)
         cluster_ip = ""
@@ -99,7 +101,8 @@ def workload(ctx: ClusterContext) -> None:
             cluster_ip = got.strip() if rc == 0 else ""
             if not cluster_ip:
                 pod_info += f"; no ClusterIP from kubectl: {got[:200]}"
-        ctx.rec.check(worker.name, f"busybox workload ({BUSYBOX}, imagePullPolicy Never) Running on the worker",
+        ctx.rec.check(worker.name, f"busybox workload ({BUSYBOX}, imagePullPolicy {ctx.pull_policy}) Running on the "
+                                   "worker",
                       lambda: (pod_info.strip() == f"{worker.name} Running true",
                                f"apply: {applied[:200]}; pod: {pod_info}"))
         cpc = ctx.checker(cp)
