@@ -29,6 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from imagegen import channels
 from imagegen.errors import UsageError
@@ -122,7 +123,8 @@ class Route:
 
 def route(output: ServedOutput, path: str, *, url: str, boot_dir: Path | None,
           installed: frozenset[str] | set[str] = frozenset(), method: str = "GET") -> Route:
-    parts = path.split("?", 1)[0].split("/")
+    # Decoded once (iPXE sends ${mac}'s colons as %3A); a name, never a file path: looked up in the tables below.
+    parts = unquote(path.split("?", 1)[0]).split("/")
     if method == "POST":
         if len(parts) == 4 and parts[0] == "" and parts[1] == "mac" and parts[3] == "installed":
             name = output.by_mac.get(parts[2].lower().replace("-", ":"))

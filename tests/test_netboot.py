@@ -293,3 +293,18 @@ def test_pxe_test_help() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "vm-tests" / "pxe_test.py"), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "make vm-pxe" in done.stdout and "--node" in done.stdout
+
+
+def test_pxe_lab_network_reservations_in_dnsmasq_options() -> None:
+    sys.path[:0] = [str(ROOT / "vm-tests")]
+    try:
+        from harness.xml import HostEntry, NetworkSpec, network_xml
+    finally:
+        del sys.path[0]
+    spec = NetworkSpec("n", "igpx1", "10.81.0.0/24", "10.81.0.1", (HostEntry("52:54:00:81:00:02", "10.81.0.2", "a"),),
+                       bootp_file="http://10.81.0.1:8089/ipxe/boot", dnsmasq_reservations=True)
+    xml = network_xml(spec)
+    assert "<dnsmasq:option value=\"dhcp-host=52:54:00:81:00:02,10.81.0.2,a\"/>" in xml and "<host " not in xml
+    assert "<bootp file=\"http://10.81.0.1:8089/ipxe/boot\"/>" in xml
+    plain = network_xml(NetworkSpec("n", "igpx1", "10.81.0.0/24", "10.81.0.1", spec.hosts))
+    assert "dnsmasq" not in plain and "bootp" not in plain and "<host mac=" in plain

@@ -208,3 +208,11 @@ def test_installed_node_is_sent_to_its_disk_only_when_it_says_so(install_server)
     assert status == 200 and body.decode().splitlines()[-1] == "exit"
     assert b"installer" in _get(srv, "/ipxe/52:54:00:00:01:07", source=other)[1]  # other nodes unaffected
     assert any(f"{own} POST '/mac/{mac}/installed' 200" in line for line in lines)
+
+
+def test_percent_encoded_mac_from_ipxe(server) -> None:
+    """iPXE's `chain …/ipxe/${mac}` sends the colons as %3A (seen in the first vm-pxe run: 404)."""
+    srv, _ = server
+    status, body, _ = _get(srv, "/ipxe/52%3A54%3A00%3A00%3A01%3A05", source="127.0.0.105")
+    assert status == 200 and b"# imagegen: wk-5 (52:54:00:00:01:05)" in body
+    assert _get(srv, "/boot/..%2F..%2Fmanifest.json", source="127.0.0.105")[0] == 404

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 name=f"imagegen-{session.run_id}", bridge=f"igpx{session.run_id[-6:]}",
                 cidr=str(plan.network.cidr), gateway=gateway,
                 hosts=tuple(HostEntry(n.mac, str(n.ip), n.name) for n in plan.nodes),
-                bootp_file=f"{url}/ipxe/boot"))
+                bootp_file=f"{url}/ipxe/boot", dnsmasq_reservations=True))
             serve = scenario.Serve(out, url.removeprefix("http://"), url, netboot.directory, run_dir / "serve.log")
         with serve:
             with session.phase("define-and-start"):

@@ -22,6 +22,10 @@ class NetworkSpec:
     gateway: str  # the host's address on the bridge
     hosts: tuple[HostEntry, ...]
     bootp_file: str = ""  # network boot: the boot file name DHCP hands out (an http:// URL for iPXE), else none
+    # Reservations as dhcp-host options in dnsmasq's conf file (read as root) instead of libvirt's hostsfile: a
+    # libvirtd started with umask 077 writes that file 0600, dnsmasq reads it after dropping to nobody and hands
+    # out range addresses instead (seen here). For suites whose nodes take their address from DHCP.
+    dnsmasq_reservations: bool = False
 
     def __post_init__(self) -> None:
         if len(self.bridge) > 15:
@@ -32,6 +36,12 @@ class NetworkSpec:
         for h in self.hosts:
             if ipaddress.ip_address(h.ip) not in net:
                 raise ValueError(f"{h.name}: address {h.ip} is outside {self.cidr}")
+
+
+def _dnsmasq_options(spec: NetworkSpec) -> str:
+    options = "".join(f"    <dnsmasq:option value={quoteattr(f'dhcp-host={h.mac.lower()},{h.ip},{h.name}')}/>\n"
+                      for h in spec.hosts)
+    return f"  <dnsmasq:options>\n{options}  </dnsmasq:options>\n"
 
 
 def network_xml(spec: NetworkSpec) -> str:
@@ -46,9 +56,12 @@ def network_xml(spec: NetworkSpec) -> str:
     hosts = "".join(
         f"      <host mac={quoteattr(h.mac.lower())} name={quoteattr(h.name)} ip={quoteattr(h.ip)}/>\n"
         for h in spec.hosts
-    )
+    ) if not spec.dnsmasq_reservations else ""
+    opening = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>" \
+        if spec.dnsmasq_reservations else "<network>"
+    options = _dnsmasq_options(spec) if spec.dnsmasq_reservations else ""
     bootp = f"      <bootp file={quoteattr(spec.bootp_file)}/>\n" if spec.bootp_file else ""
-    return f"""<network>
+    return f"""{opening}
   <name>{escape(spec.name)}</name>
   <forward mode='nat'/>
   <bridge name={quoteattr(spec.bridge)} stp='off' delay='0'/>
@@ -58,7 +71,7 @@ def network_xml(spec: NetworkSpec) -> str:
       <range start='{first}' end='{last}'/>
 {hosts}{bootp}    </dhcp>
   </ip>
-</network>
+{options}</network>
 """
 
 
