@@ -51,7 +51,10 @@ def connect(log: list[str]) -> libvirt.virConnect:
         subprocess.run(["/usr/sbin/virtlogd", "-d"], check=True)
         log.append("started virtlogd -d")
     if not _running("libvirtd"):
-        subprocess.run(["/usr/sbin/libvirtd", "-d"], check=True)
+        # With the umask of a root shell that set 077, libvirtd writes its networks' DHCP hostsfiles 0600 and
+        # dnsmasq (running as nobody) cannot read them: DHCP reservations silently vanish (vm-pxe saw a node get
+        # a pool address). systemd starts libvirtd with 022; so does the harness.
+        subprocess.run(["/usr/sbin/libvirtd", "-d"], check=True, preexec_fn=lambda: os.umask(0o022))
         log.append("started libvirtd -d")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
