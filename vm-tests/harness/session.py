@@ -167,3 +167,27 @@ class Session:
             shutil.rmtree(self.run_dir / name, ignore_errors=True)
         self.report.wall_seconds = round(time.monotonic() - self._wall0, 1)
         return self.report.write(self.run_dir)
+
+
+class SessionView:
+    """What every suite's step context reads from its Session: mixed into those dataclasses (which declare
+    `session: Session`), so the properties are written once."""
+
+    session: Session
+
+    @property
+    def lab(self) -> Lab:
+        assert self.session.lab is not None, "the lab is open before the steps run"
+        return self.session.lab
+
+    @property
+    def report(self) -> RunReport:
+        return self.session.report
+
+    @property
+    def run_dir(self) -> Path:
+        return self.session.run_dir
+
+    @property
+    def ssh_of(self) -> dict[str, Ssh]:
+        return self.session.ssh_of

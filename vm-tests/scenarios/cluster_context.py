@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import guest
 from harness.lab import Lab, Node
 from harness.report import Check, RunReport
-from harness.session import Session
+from harness.session import Session, SessionView
 from harness.ssh import Ssh
 
 from imagegen.plan import Plan
@@ -90,7 +90,7 @@ class Recorder:
 
 
 @dataclass
-class ClusterContext:
+class ClusterContext(SessionView):
     session: Session
     plan: Plan
     out: Path  # imagegen render's output directory (seeds, admin.conf)
@@ -103,23 +103,6 @@ class ClusterContext:
 
     def __post_init__(self) -> None:
         self.rec = Recorder(self.session.report)
-
-    @property
-    def lab(self) -> Lab:
-        assert self.session.lab is not None, "the lab is open before the steps run"
-        return self.session.lab
-
-    @property
-    def report(self) -> RunReport:
-        return self.session.report
-
-    @property
-    def run_dir(self) -> Path:
-        return self.session.run_dir
-
-    @property
-    def ssh_of(self) -> dict[str, Ssh]:
-        return self.session.ssh_of
 
     @property
     def vip(self) -> str:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from harness import guest
 from harness.lab import Lab, Node
-from harness.report import RunReport
-from harness.session import Failed, Session
+from harness.session import Failed, Session, SessionView
 from harness.ssh import Ssh
 
 from imagegen.plan import Plan
@@ -23,7 +22,7 @@ MUST_PASS_STEPS = ("prepare", "install_runtime")
 
 
 @dataclass
-class SmokeContext:
+class SmokeContext(SessionView):
     session: Session
     plan: Plan
     out: Path  # imagegen render's output directory
@@ -31,19 +30,6 @@ class SmokeContext:
 
     def __post_init__(self) -> None:
         self.nodes = list(self.lab.nodes.values())
-
-    @property
-    def lab(self) -> Lab:
-        assert self.session.lab is not None, "the lab is open before the steps run"
-        return self.session.lab
-
-    @property
-    def report(self) -> RunReport:
-        return self.session.report
-
-    @property
-    def ssh_of(self) -> dict[str, Ssh]:
-        return self.session.ssh_of
 
     @property
     def lbs(self) -> list[Node]:
