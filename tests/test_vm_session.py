@@ -22,10 +22,15 @@ sys.path.insert(0, str(VM_TESTS))
 
 try:
     import libvirt  # noqa: F401
-except ImportError:  # the [vm] extra is not installed: harness.lab needs only these two names from it
+except ImportError:  # the [vm] extra is not installed (CI): harness.lab needs only these names from it
     stub = types.ModuleType("libvirt")
     stub.libvirtError = type("libvirtError", (Exception,), {})  # type: ignore[attr-defined]
     stub.VIR_DOMAIN_UNDEFINE_NVRAM = 4  # type: ignore[attr-defined]
+    # libvirt's enum values (virNetworkUpdateFlags, virNetworkUpdateCommand, virNetworkSection), for add_dhcp_host.
+    stub.VIR_NETWORK_UPDATE_AFFECT_LIVE = 1  # type: ignore[attr-defined]
+    stub.VIR_NETWORK_UPDATE_AFFECT_CONFIG = 2  # type: ignore[attr-defined]
+    stub.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST = 3  # type: ignore[attr-defined]
+    stub.VIR_NETWORK_SECTION_IP_DHCP_HOST = 4  # type: ignore[attr-defined]
     sys.modules["libvirt"] = stub
 
 from harness.session import Failed, Session  # noqa: E402
