@@ -291,9 +291,10 @@ def test_installer_cpio_hooks_into_init_premount(tmp_path: Path) -> None:
 
 def test_pxe_test_help(capsys: pytest.CaptureFixture[str]) -> None:
     """In-process, so CI (no libvirt-python: the [vm] extra) runs it too, with test_vm_session's stand-in module."""
-    import pxe_test
+    import importlib
 
-    from tests import test_vm_session  # noqa: F401  (vm-tests on sys.path, libvirt stubbed where missing)
+    importlib.import_module("tests.test_vm_session")  # first: vm-tests on sys.path, libvirt stubbed where missing
+    pxe_test = importlib.import_module("pxe_test")
 
     with pytest.raises(SystemExit) as done:
         pxe_test.parse_args(["--help"])
