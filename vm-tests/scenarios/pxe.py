@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote
 
 import yaml
 from harness import guest
@@ -169,7 +170,9 @@ def served_to_the_node(ctx: PxeContext) -> tuple[bool, str]:
     """The server's log: the node's own address fetched the disk image and its three files, reported the install
     done, and got its iPXE script twice (install, then `exit` to the disk)."""
     n = ctx.node
-    mine = [(method, path, status) for client, method, path, status in ctx.serve.requests() if client == n.ip]
+    # The log keeps the path as sent: iPXE's ${mac} arrives URL-encoded (52%3A54%3A...), which serve decodes once.
+    mine = [(method, unquote(path), status) for client, method, path, status in ctx.serve.requests()
+            if client == n.ip]
     want = [("GET", "/ipxe/boot", 200), ("GET", f"/ipxe/{n.mac}", 200), ("GET", "/boot/vmlinuz", 200),
             ("GET", "/boot/initrd.img", 200), ("GET", "/boot/installer.cpio.gz", 200),
             ("GET", "/boot/node.raw.gz", 200), ("GET", f"/mac/{n.mac}/meta-data", 200),
