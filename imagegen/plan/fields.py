@@ -429,7 +429,7 @@ MODELS: dict[str, type] = {"": model.Plan, "cluster": model.Cluster, "cluster.do
                            "cluster.mirrors.*": model.RegistryMirror, "cluster.distro_mirror": model.DistroMirror,
                            "endpoint": model.Endpoint, "network": model.Network, "nodes[]": model.Node,
                            "registry": model.Registry, "bundle": model.Bundle, "bootstrap": model.Bootstrap}
-NOT_FROM_PLAN = {"": ("pod_subnets",), "cluster.mirrors.*": ("host", "ca_pem"), "cluster.distro_mirror": ("key",),
+NOT_FROM_PLAN = {"": (), "cluster.mirrors.*": ("host", "ca_pem"), "cluster.distro_mirror": ("key",),
                  "nodes[]": ("index",)}
 
 SECTIONS: dict[str, tuple[Field, ...]] = {

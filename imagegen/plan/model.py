@@ -7,8 +7,9 @@ with strings keep working. Which plan key fills which attribute, its default and
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 import yaml
 
@@ -252,9 +253,8 @@ class Plan:
     registry: Registry | None
     bundle: Bundle
     bootstrap: Bootstrap
-    pod_subnets: tuple[tuple[str, ipaddress.IPv4Network], ...] = field(default=())
 
-    @property
+    @cached_property
     def control_planes(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.role == Role.CONTROL_PLANE)
 
@@ -262,11 +262,11 @@ class Plan:
     def first_control_plane(self) -> Node:
         return self.control_planes[0]
 
-    @property
+    @cached_property
     def load_balancers(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.role == Role.LOAD_BALANCER)
 
-    @property
+    @cached_property
     def kubernetes_nodes(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.is_kubernetes)
 
@@ -286,5 +286,3 @@ class Plan:
                 return n
         raise KeyError(name)
 
-    def pod_subnet(self, name: str) -> ipaddress.IPv4Network:
-        return dict(self.pod_subnets)[name]

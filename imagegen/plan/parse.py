@@ -562,12 +562,4 @@ def parse_plan(data: dict[str, Any], source: str = "plan") -> Plan:
         if not r.problems:  # pragma: no cover - a None above always records a problem
             r.add("plan", MISSING, "is incomplete")
         raise PlanError(r.problems, source)
-    plan = Plan(**{**top, "endpoint": endpoint, "nodes": nodes})
-    return _with_pod_subnets(plan)
-
-
-def _with_pod_subnets(plan: Plan) -> Plan:
-    """host-gw gives every Kubernetes node a /24 of the pod CIDR in plan order, like kube-controller-manager would."""
-    subnets = list(plan.cluster.pod_cidr.subnets(new_prefix=24)) if plan.cluster.pod_cidr.prefixlen <= 24 else []
-    pairs = tuple((n.name, subnets[i]) for i, n in enumerate(plan.kubernetes_nodes) if i < len(subnets))
-    return Plan(**{**plan.__dict__, "pod_subnets": pairs})
+    return Plan(**{**top, "endpoint": endpoint, "nodes": nodes})
