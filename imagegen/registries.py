@@ -39,7 +39,7 @@ def override_path(url: str) -> bool:
 
 
 def registry_node(plan: Plan) -> Node | None:
-    return next((n for n in plan.nodes if n.role == "registry"), None)
+    return plan.registry_node
 
 
 def harbor_host(plan: Plan) -> str:

@@ -267,6 +267,10 @@ class Plan:
         return tuple(n for n in self.nodes if n.role == Role.LOAD_BALANCER)
 
     @cached_property
+    def registry_node(self) -> Node | None:
+        return next((n for n in self.nodes if n.role == Role.REGISTRY), None)
+
+    @cached_property
     def kubernetes_nodes(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.is_kubernetes)
 
