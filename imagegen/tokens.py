@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
 from pathlib import Path
 from time import sleep
 from typing import Any
 
 import yaml
 
-from imagegen import values
+from imagegen import proc, values
 from imagegen.errors import UsageError
 
 NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
@@ -65,11 +64,11 @@ def apply_token(token: str, ttl: str, kubeconfig: Path, kubectl: str = "kubectl"
     manifest = yaml.safe_dump(token_secret(token, ttl, now or dt.datetime.now(dt.UTC)), sort_keys=True)
     for attempt in range(1, TRIES + 1):
         try:
-            result = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "-"], input=manifest,
-                                    capture_output=True, text=True, timeout=120)
-        except FileNotFoundError:
+            result = proc.capture([kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "-"], input_text=manifest,
+                                  timeout=120)
+        except proc.ProgramNotFound:
             raise UsageError(f"--kubectl {kubectl}: not found; install kubectl or pass its path") from None
-        except subprocess.TimeoutExpired:
+        except proc.ProcessTimeout:
             raise RuntimeError("kubectl apply did not answer within 120 s (is the API endpoint reachable?)") from None
         # A busy or restarting API server (a control plane under load, a VIP moving) is worth a few more tries;
         # anything else (RBAC, a bad kubeconfig) is reported at once.
