@@ -63,6 +63,11 @@ from imagegen.plan import load_plan  # noqa: E402
 BUNDLE = Path.home() / ".cache" / "imagegen" / "bundle" / "current"
 # (MiB, vCPUs). The control plane gets 2 vCPUs: the measured reference; with 1 vCPU kubeadm init under TCG risks
 # its 4-minute wait for the API server. Workers stay above kubeadm's 1700 MB recommendation.
+# --day2: the first bootstrap token expires for real (kubeadm init made it ~4 minutes after boot; day 2 begins
+# ~18 minutes after boot, and waits for the expiry), and every certificate the controller-manager signs (kubelet
+# client and serving certificates) lives 20 minutes, so the first worker's kubelet must rotate its client
+# certificate (at 70-90 % of its life) before day 2 replaces that worker.
+DAY2_PLAN = {"token_ttl": "15m", "certificate_signing_duration": "20m"}
 SIZES = {"load-balancer": (1024, 1), "control-plane": (2560, 2), "worker": (1792, 1)}
 # Where LabRepos listens on the bridge's gateway address (vm-tests/plans/cluster-stock.yaml names these ports).
 LAB_HTTP_PORT, LAB_REGISTRY_PORT = 8080, 5000
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with session.phase("render"):
             key, pubkey = make_key(run_dir / "ssh")
-            derived = derive_plan(plan_path, run_dir, pubkey)
+            derived = derive_plan(plan_path, run_dir, pubkey, DAY2_PLAN if args.day2 else None)
             repos = lab_repos(plan_path, run_dir) if args.stock else None
             if repos is not None:
                 with_lab_mirror(derived, repos)

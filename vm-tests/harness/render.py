@@ -13,12 +13,15 @@ from harness.session import Failed
 REPO = Path(__file__).resolve().parents[2]
 
 
-def derive_plan(plan_path: Path, run_dir: Path, pubkey: str) -> Path:
-    """Copy of the plan with this run's SSH key added; the original plan is never touched."""
+def derive_plan(plan_path: Path, run_dir: Path, pubkey: str, cluster: dict[str, str] | None = None) -> Path:
+    """Copy of the plan with this run's SSH key added and `cluster` keys overridden (a suite's own settings, e.g.
+    day 2's short token and certificate lifetimes); the original plan is never touched."""
     data = yaml.safe_load(plan_path.read_text())
     data["ssh_authorized_keys"] = [*(data.get("ssh_authorized_keys") or []), pubkey]
+    data["cluster"] = {**data.get("cluster", {}), **(cluster or {})}
     derived = run_dir / "plan.yaml"
-    derived.write_text(f"# derived from {plan_path} by vm-tests/harness/render.py: adds this run's SSH key\n"
+    changed = "".join(f", cluster.{k}: {v}" for k, v in (cluster or {}).items())
+    derived.write_text(f"# derived from {plan_path} by vm-tests/harness/render.py: adds this run's SSH key{changed}\n"
                        + yaml.safe_dump(data, sort_keys=False))
     return derived
 

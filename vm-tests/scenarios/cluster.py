@@ -10,6 +10,7 @@ from scenarios.cluster_day2 import (
     day2_add_worker,
     day2_certificates,
     day2_etcd_restore,
+    day2_kubelet_rotation,
     day2_remove_worker,
     day2_replace_worker,
 )
@@ -30,4 +31,5 @@ STEPS: tuple[Callable[[ClusterContext], None], ...] = (
 
 # --day2 (make cluster-test-day2): after STEPS, in this order (each builds on the cluster the one before left).
 DAY2_STEPS: tuple[Callable[[ClusterContext], None], ...] = (
-    day2_add_worker, day2_remove_worker, day2_replace_worker, day2_certificates, day2_etcd_restore)
+    day2_add_worker, day2_remove_worker, day2_kubelet_rotation, day2_replace_worker, day2_certificates,
+    day2_etcd_restore)

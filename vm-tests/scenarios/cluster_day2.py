@@ -1,6 +1,7 @@
 """cluster-test --day2: what an operator does to a running cluster, after its normal checks passed.
 
-(a) The bootstrap token kubeadm init made is gone (deleted, as if expired); a rotated one is applied
+(a) The bootstrap token kubeadm init made expires (the suite's cluster.token_ttl is 15m; the tokencleaner deletes
+it, the API server answers it 401); a rotated one is applied
 (`token_apply_check`, the normal run's day-2 check), the cluster re-rendered with it and with one more worker, and
 imagegen's own diff and manifest show that no running node would be re-provisioned; the new worker boots from its
 seed and joins. (b) `imagegen node remove` takes it out again, its machine is destroyed. (c) The original worker's
@@ -16,13 +17,18 @@ render (render-day2) live in the run directory; every imagegen call and its outp
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import re
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,7 @@ from scenarios.cluster_faults import token_apply_check
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_ENTRY = "/etc/imagegen/kubeadm.yaml"  # the only node file that carries the bootstrap token
 RESTORE = "/usr/local/lib/imagegen/etcd-restore.sh"
-DAY2_DEADLINES = {"cert-renew": 1800, "etcd-restore": 1200, "gone": 120}
+DAY2_DEADLINES = {"cert-renew": 1800, "etcd-restore": 1200, "gone": 300, "token-expiry": 1200, "rotation": 1800}
 
 
 @dataclass(frozen=True)
@@ -244,19 +250,51 @@ def free_wrong_token_nodes(ctx: ClusterContext) -> None:
             ctx.lab.power_off(b)
 
 
-def expire_first_token(ctx: ClusterContext) -> tuple[bool, str]:
-    """The token kubeadm init created (the run's state) deleted from the cluster, as if it had expired."""
-    token_id = (ctx.run_dir / "state" / "bootstrap-token").read_text().split(".", 1)[0]
-    code, out = ctx.kubectl.retry("-n", "kube-system", "delete", "secret", f"bootstrap-token-{token_id}",
-                                  "--ignore-not-found")
-    gone = code == 0 and wait_gone(ctx.kubectl, "-n", "kube-system", "secret", f"bootstrap-token-{token_id}")
-    return gone, f"first token {token_id} deleted (as if expired): {' '.join(out.split())[:120] or 'was not there'}"
+def bearer_status(ctx: ClusterContext, token: str) -> str:
+    """The HTTP status the API server (through the VIP, verified with admin.conf's CA) gives `token` for /api."""
+    conf = yaml.safe_load((ctx.out / "admin.conf").read_text())
+    cluster = conf["clusters"][0]["cluster"]
+    tls = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    request = urllib.request.Request(f"{cluster['server']}/api", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=tls) as reply:
+            return str(reply.status)
+    except urllib.error.HTTPError as e:
+        return str(e.code)
+    except OSError as e:
+        return f"no answer ({e})"
+
+
+def first_token_expired(ctx: ClusterContext) -> tuple[bool, str]:
+    """The token kubeadm init created expires for real (this suite's cluster.token_ttl is 15m): wait past its
+    `expiration`; the controller-manager's tokencleaner then deletes its Secret and the API server answers it 401."""
+    token = (ctx.run_dir / "state" / "bootstrap-token").read_text().strip()
+    token_id = token.split(".", 1)[0]
+    secret = f"bootstrap-token-{token_id}"
+    code, out = ctx.kubectl.retry("-n", "kube-system", "get", "secret", secret, "-o", "json", "--ignore-not-found")
+    if code != 0:
+        return False, f"cannot read {secret}: {out[-200:]}"
+    waited = 0.0
+    if out.strip():
+        expiration = base64.b64decode(json.loads(out)["data"]["expiration"]).decode()
+        left = (datetime.fromisoformat(expiration.replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds()
+        if left > DAY2_DEADLINES["token-expiry"]:
+            return False, f"{secret} expires at {expiration}, {left:.0f} s from now: is cluster.token_ttl short?"
+        if left > 0:
+            log(f"waiting {left:.0f} s for the first bootstrap token to expire ({expiration}) ...")
+            time.sleep(left)
+            waited = left
+    gone = wait_gone(ctx.kubectl, "-n", "kube-system", "secret", secret)
+    status = bearer_status(ctx, token)
+    return gone and status == "401", (f"first token {token_id} expired (waited {waited:.0f} s): Secret "
+                                      f"{'deleted by the tokencleaner' if gone else 'STILL THERE'}, the API server "
+                                      f"answers it {status}")
 
 
 def prepare_worker(ctx: ClusterContext, spec: dict[str, str]) -> tuple[bool, str]:
     p = Day2Paths.of(ctx.run_dir)
     notes: list[str] = []
-    ok, detail = expire_first_token(ctx)
+    ok, detail = first_token_expired(ctx)
     notes.append(detail)
     if not ok:
         return False, "; ".join(notes)
@@ -339,6 +377,77 @@ def day2_remove_worker(ctx: ClusterContext) -> None:
             ctx.rec.check("cluster", name, lambda: (False, "no worker was added by the step before"))
             return
         ctx.rec.check(added[0].name, name, partial(remove_worker, ctx, added[0]))
+
+
+# --- (b2) kubelet client certificate rotation -------------------------------------------------------------------
+
+KUBELET_CERTS = (  # per kubelet client certificate the kubelet kept: file, serial, notBefore and notAfter (epoch s)
+    'for f in /var/lib/kubelet/pki/kubelet-client-2*.pem; do '
+    'printf "%s %s %s %s\\n" "$f" "$(openssl x509 -noout -serial -in "$f" | cut -d= -f2)" '
+    '"$(date -u -d "$(openssl x509 -noout -startdate -in "$f" | cut -d= -f2)" +%s)" '
+    '"$(date -u -d "$(openssl x509 -noout -enddate -in "$f" | cut -d= -f2)" +%s)"; done; '
+    'echo "current $(readlink -f /var/lib/kubelet/pki/kubelet-client-current.pem)"; echo "now $(date -u +%s)"')
+
+
+def kubelet_certs(c: guest.Checker) -> tuple[list[tuple[str, str, int, int]], str, int, str]:
+    """(certificates oldest first, the file kubelet-client-current.pem points to, the guest's clock, raw output)."""
+    code, out = c.sudo(KUBELET_CERTS)
+    certs: list[tuple[str, str, int, int]] = []
+    current, now = "", 0
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            certs.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
+        elif len(parts) == 2 and parts[0] == "current":
+            current = parts[1]
+        elif len(parts) == 2 and parts[0] == "now" and parts[1].isdigit():
+            now = int(parts[1])
+    return sorted(certs, key=lambda cert: cert[2]), current, now, out if code else ""
+
+
+def kubelet_rotated(ctx: ClusterContext, node: Node, duration_s: int) -> tuple[bool, str]:
+    """The worker's kubelet rotated its client certificate on its own (the controller-manager signs for
+    cluster.certificate_signing_duration; the kubelet asks again at 70-90 % of a certificate's life): at least two
+    certificates with different serials, each living about that duration, the current one the newest, and the node
+    Ready on it."""
+    c = ctx.checker(node)
+    certs, current, now, bad = kubelet_certs(c)
+    if certs and len({serial for _, serial, _, _ in certs}) < 2:
+        first_end = certs[0][3]
+        wait = min(first_end - now + 60, DAY2_DEADLINES["rotation"])  # past the end: it must have rotated by then
+        log(f"{node.name}: one kubelet client certificate so far; waiting up to {wait} s for the rotation ...")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < wait and len({serial for _, serial, _, _ in certs}) < 2:
+            time.sleep(20)
+            certs, current, now, bad = kubelet_certs(c)
+    serials = {serial for _, serial, _, _ in certs}
+    if len(serials) < 2:
+        return False, f"no rotation: {len(certs)} certificate(s) {sorted(serials)}; {bad[-200:]}"
+    lives = [end - start for _, _, start, end in certs]
+    # The signer backdates notBefore by up to 5 minutes (clock skew): a life is duration .. duration + 5 min.
+    right_life = all(duration_s - 60 <= life <= duration_s + 360 for life in lives)
+    newest = certs[-1][0]
+    ready = node.name in ready_names(ctx.kubectl)
+    return right_life and current == newest and ready, (
+        f"{len(certs)} client certificates, serials {[serial[-8:] for _, serial, _, _ in certs]}, lives {lives} s "
+        f"(signing duration {duration_s} s); current -> {current.rsplit('/', 1)[-1]} "
+        f"({'the newest' if current == newest else 'NOT the newest'}); Node {'Ready' if ready else 'NOT Ready'}")
+
+
+def day2_kubelet_rotation(ctx: ClusterContext) -> None:
+    with ctx.session.phase("day2-kubelet-rotation"):
+        planned = {n.name for n in ctx.plan.nodes}
+        worker = next(n for n in ctx.workers if n.name in planned)
+        duration = duration_seconds(ctx.plan.cluster.certificate_signing_duration)
+        ctx.rec.check(worker.name, "day 2: the worker's kubelet rotated its client certificate (short "
+                      "cluster.certificate_signing_duration) and stays Ready", partial(kubelet_rotated, ctx, worker,
+                                                                                     duration))
+
+
+def duration_seconds(text: str) -> int:
+    """The plan's duration spelling (24h, 90m, 1h30m, 45s) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", text))
 
 
 # --- (c) node replace -----------------------------------------------------------------------------------------
