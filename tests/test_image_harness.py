@@ -92,6 +92,15 @@ def test_shared_bundle_disk_is_read_only_and_shareable() -> None:
     assert extra.find("target").get("dev") == "vdb"
 
 
+def test_smbios_serial_reaches_the_system_entry_through_sysinfo() -> None:
+    root = ET.fromstring(domain_xml(dom(smbios_serial="ds=nocloud-net;s=http://10.81.0.1:8080/nodes/a&b/")))
+    assert root.find("os/smbios").get("mode") == "sysinfo"
+    assert root.find("sysinfo").get("type") == "smbios"
+    assert root.find("sysinfo/system/entry[@name='serial']").text == "ds=nocloud-net;s=http://10.81.0.1:8080/nodes/a&b/"
+    plain = ET.fromstring(domain_xml(dom()))
+    assert plain.find("sysinfo") is None and plain.find("os/smbios") is None
+
+
 def test_bad_accel_or_firmware() -> None:
     with pytest.raises(ValueError, match="accel"):
         domain_xml(dom(accel="hvf"))

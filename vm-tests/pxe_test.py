@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""make vm-pxe: one machine with an empty disk installed over the network by imagegen, then booted from its disk.
+"""make vm-pxe: one machine with an empty disk installed over the network by imagegen, then booted from its disk;
+then a second machine from the node image with no ISO, seeded over HTTP through its SMBIOS serial.
 
 The node (a load balancer of vm-tests/plans/smoke.yaml, moved to 10.81.0.0/24) boots from its NIC first: libvirt's
 dnsmasq gives it its planned address by MAC and the boot file http://GATEWAY:PORT/ipxe/boot; `imagegen serve` on
@@ -10,7 +11,10 @@ reboots; the server then answers `exit`, the firmware boots the disk and cloud-i
 Pass: IMAGEGEN-INSTALL-OK on the console (exactly once), then IMAGEGEN-CLOUD-INIT-DONE and IMAGEGEN-BOOTSTRAP-OK
 from the installed disk, the planned static address, the seed (user-data 0600) read from the seed directory,
 serve's log showing the node's own address fetching its files, and 403 for another node's user-data asked for
-from the VM. Nothing leaves the machine (the harness's firewall rule). Always cleans up domains, network, rule and
+from the VM. The SMBIOS-seeded node (the plan's second node of the same role; serial from `imagegen pxe`'s
+smbios/<name>): BOOTSTRAP-OK, its planned address (DHCP reservation: the serial carries no network on 22.4), the
+NoCloudNet datasource with that seed URL, no CD-ROM, its files fetched by its own address. Nothing leaves the
+machine (the harness's firewall rule). Always cleans up domains, network, rule and
 the server; report.json with phase timings and guest CPU seconds in the run directory.
 Exit 0 passed, 1 failed, 2 bad input, 130 interrupted.
 """
@@ -79,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         node = next((n for n in plan.nodes if n.name == wanted), None)
         if node is None:
             raise Failed(f"--node {wanted!r}: not in the plan ({', '.join(n.name for n in plan.nodes)})")
-        other = next(n.name for n in plan.nodes if n.name != node.name)
+        smbios = next((n for n in plan.nodes if n.role == node.role and n.name != node.name), None)
+        if smbios is None:
+            raise Failed(f"the plan needs a second {node.role} for the SMBIOS-seeded node")
+        other = next(n.name for n in plan.nodes if n.name not in (node.name, smbios.name))
 
         lab = session.open_lab(probe_accel())
         gateway = str(plan.network.gateway)
@@ -91,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
                 hosts=tuple(HostEntry(n.mac, str(n.ip), n.name) for n in plan.nodes),
                 bootp_file=f"{url}/ipxe/boot", dnsmasq_reservations=True))
             serve = scenario.Serve(out, url.removeprefix("http://"), url, netboot.directory, run_dir / "serve.log")
+            serial = scenario.smbios_serial_of(out, url, smbios.name, run_dir / "pxe-config")
         with serve:
             with session.phase("define-and-start"):
                 vm = lab.add_node(name=node.name, role=node.role, ip=str(node.ip), mac=node.mac, image=None,
                                   seed=None, memory_mib=args.memory, vcpus=args.vcpus, boot_network=True)
                 lab.start(vm)
-            session.ssh_of[vm.name] = Ssh(vm.ip, plan.admin_user, key)
-            ctx = scenario.PxeContext(session, plan, out, serve, vm, other, session.ssh_of)
+                # Defined now, started once the network-installed node passed: one guest at a time on 2 cores.
+                sm = lab.add_node(name=smbios.name, role=smbios.role, ip=str(smbios.ip), mac=smbios.mac,
+                                  image=image.qcow2, seed=None, memory_mib=args.memory, vcpus=args.vcpus,
+                                  smbios_serial=serial)
+            for n in (vm, sm):
+                session.ssh_of[n.name] = Ssh(n.ip, plan.admin_user, key)
+            ctx = scenario.PxeContext(session, plan, out, serve, vm, other, sm, serial, session.ssh_of)
             for step in scenario.STEPS:
                 step(ctx)
     return session.code

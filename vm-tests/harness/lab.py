@@ -113,9 +113,10 @@ class Lab:
     # --- domains -------------------------------------------------------------------------------------------
     def add_node(self, *, name: str, role: str, ip: str, mac: str, image: Path | None, seed: Path | None,
                  memory_mib: int, vcpus: int, firmware: str = "bios", disk_gib: int = 12,
-                 extra_disks: tuple[Path, ...] = (), boot_network: bool = False) -> Node:
+                 extra_disks: tuple[Path, ...] = (), boot_network: bool = False, smbios_serial: str = "") -> Node:
         """A domain on a qcow2 overlay of `image`; `image=None` gives it an empty disk instead (a machine to
-        install over the network, with `boot_network`: PXE first, then the disk)."""
+        install over the network, with `boot_network`: PXE first, then the disk). `smbios_serial`: the system
+        serial the guest's firmware reports (a NoCloud `ds=` seed without any ISO)."""
         assert self._network is not None, "create_network first"
         self._sizes[name] = {"role": role, "image": image, "memory_mib": memory_mib, "vcpus": vcpus,
                              "firmware": firmware, "disk_gib": disk_gib, "extra_disks": extra_disks}
@@ -130,7 +131,8 @@ class Lab:
                           seed_iso=str(seed) if seed else None, mac=mac, network=self._network.name(),
                           serial_log=str(serial), accel=self.accel, firmware=firmware,
                           nvram=str(self._disks_dir / f"{name}.nvram.fd"),
-                          extra_disks=tuple(str(p) for p in extra_disks), boot_network=boot_network)
+                          extra_disks=tuple(str(p) for p in extra_disks), boot_network=boot_network,
+                          smbios_serial=smbios_serial)
         xml = domain_xml(spec)
         (self.run_dir / "domains").mkdir(exist_ok=True)
         (self.run_dir / "domains" / f"{name}.xml").write_text(xml)

@@ -98,6 +98,7 @@ class DomainSpec:
     tb_cache_mib: int = 256
     extra_disks: tuple[str, ...] = ()  # read-only raw disks (e.g. the bundle), shared between domains
     boot_network: bool = False  # PXE from the NIC first (QEMU's iPXE ROM), then the disk
+    smbios_serial: str = ""  # SMBIOS type 1 system serial (cloud-init's NoCloud reads `ds=...` there)
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -120,6 +121,11 @@ def domain_xml(spec: DomainSpec) -> str:
     else:
         raise ValueError(f"firmware {spec.firmware!r}: use bios or uefi")
     boot = "    <boot dev='network'/>\n" if spec.boot_network else ""
+    sysinfo = ""
+    if spec.smbios_serial:  # libvirt formatdomain "SMBIOS System Information": <sysinfo> + <smbios mode='sysinfo'/>
+        boot += "    <smbios mode='sysinfo'/>\n"
+        sysinfo = (f"  <sysinfo type='smbios'>\n    <system>\n      <entry name='serial'>{escape(spec.smbios_serial)}"
+                   "</entry>\n    </system>\n  </sysinfo>\n")
     seed = ""
     if spec.seed_iso:
         # virtio-scsi, not SATA: the cloud kernel has no AHCI driver.
@@ -142,7 +148,7 @@ def domain_xml(spec: DomainSpec) -> str:
   <name>{escape(spec.name)}</name>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
-  <os>
+{sysinfo}  <os>
     <type arch='x86_64' machine='q35'>hvm</type>
 {loader}{boot}    <boot dev='hd'/>
   </os>

@@ -99,6 +99,8 @@ class PxeContext:
     serve: Serve
     node: Node
     other: str  # a planned node that is not booted: its data must be refused to ours
+    smbios: Node  # booted from the image with no ISO: NoCloud over HTTP from its SMBIOS serial
+    smbios_serial: str  # what `imagegen pxe` wrote into smbios/<name>
     ssh_of: dict[str, Ssh] = field(default_factory=dict)
 
     @property
@@ -225,7 +227,63 @@ def checks(ctx: PxeContext) -> None:
         n.note("checks")
 
 
-STEPS: tuple[Callable[[PxeContext], None], ...] = (wait_install, wait_first_boot, wait_ssh, checks)
+# --- the SMBIOS-seeded node: the node image, no ISO, `ds=nocloud-net;s=URL` as its system serial ------------
+
+def smbios_serial_of(out: Path, url: str, node: str, dest: Path) -> str:
+    """`imagegen pxe OUT --url URL --dest DEST`, as an operator runs it; the node's smbios/<name> line."""
+    done = subprocess.run([sys.executable, "-m", "imagegen", "pxe", str(out), "--url", url, "--dest", str(dest)],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    if done.returncode != 0:
+        raise Failed(f"imagegen pxe: {(done.stdout + done.stderr).strip()[-400:]}")
+    return (dest / "smbios" / node).read_text().strip()
+
+
+def boot_smbios(ctx: PxeContext) -> None:
+    """After the network-installed node: the second one, from the image, seeded only through its SMBIOS serial
+    (on 22.4 it takes its address by DHCP, the planned one by reservation; the serial carries no network)."""
+    n = ctx.smbios
+    with ctx.session.phase("smbios-boot"):
+        print(f"starting {n.name}: the node image, no seed ISO, SMBIOS serial {ctx.smbios_serial!r} ...", flush=True)
+        ctx.lab.start(n)
+        wait_markers(ctx.lab, [n], {n.name: ("cloud-init-done",)}, DEADLINES["cloud-init-done"],
+                     "cloud-init from the SMBIOS seed")
+        wait_markers(ctx.lab, [n], {n.name: ("bootstrap-ok", "bootstrap-failed")}, DEADLINES["bootstrap"],
+                     "bootstrap from the SMBIOS seed")
+        if not ctx.ssh_of[n.name].wait_ready(time.monotonic() + DEADLINES["ssh"]):
+            raise Failed(f"{n.name}: no SSH as {ctx.plan.admin_user}@{n.ip} within {DEADLINES['ssh']} s")
+        n.note("ssh")
+
+
+def seeded_over_http(ctx: PxeContext, c: guest.Checker) -> tuple[bool, str]:
+    """The serial the firmware reports is imagegen's, cloud-init's datasource is NoCloudNet with that seed URL,
+    there is no CD-ROM, and the server's log shows the node's own address fetching its files (200)."""
+    n = ctx.smbios
+    rc, out = c.sudo("cat /sys/class/dmi/id/product_serial; grep -o 'DataSourceNoCloud[^\"]*' "
+                     "/run/cloud-init/status.json | head -1; ls /dev/sr0 2>/dev/null || echo no-cdrom")
+    lines = [ln.strip() for ln in out.splitlines()]
+    url = ctx.smbios_serial.partition(";s=")[2]
+    fetched = {path for client, method, path, status in ctx.serve.requests()
+               if client == n.ip and method == "GET" and status == 200}
+    files = {f"/nodes/{n.name}/meta-data", f"/nodes/{n.name}/user-data"}
+    ok = (rc == 0 and len(lines) >= 3 and lines[0] == ctx.smbios_serial and "DataSourceNoCloudNet" in lines[1]
+          and url in lines[1] and lines[2] == "no-cdrom" and files <= fetched)
+    return ok, f"{'; '.join(lines)[:300]}; fetched from {n.ip}: {sorted(fetched)}"
+
+
+def smbios_checks(ctx: PxeContext) -> None:
+    n = ctx.smbios
+    with ctx.session.phase("smbios-checks"):
+        c = guest.Checker(n.name, ctx.ssh_of[n.name], ctx.report.checks)
+        c.check("SMBIOS-seeded: IMAGEGEN-BOOTSTRAP-OK", partial(bootstrap_ok, n))
+        guest.check_identity(c, n.name, n.ip, ctx.plan.network.cidr.prefixlen)
+        c.check("SMBIOS-seeded: NoCloudNet from the serial imagegen pxe wrote, no CD-ROM, files fetched from the "
+                "node's own address", partial(seeded_over_http, ctx, c))
+        guest.check_cloud_init(c)
+        n.note("checks")
+
+
+STEPS: tuple[Callable[[PxeContext], None], ...] = (wait_install, wait_first_boot, wait_ssh, checks, boot_smbios,
+                                                    smbios_checks)
 
 
 def collect(session: Session) -> None:
