@@ -191,6 +191,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("image",), "imagegen.image.cli", extra="vm"),
     Command(("serve",), "imagegen.serve"),
     Command(("pxe",), "imagegen.pxe"),
+    Command(("vmware",), "imagegen.vmwareovf"),
     Command(("certs",), "imagegen.certs"),
     Command(("kubeconfig",), "imagegen.kubeconfig"),
     Command(("node",), "imagegen.nodeops"),

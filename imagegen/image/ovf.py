@@ -2,15 +2,30 @@
 
 Hardware matches what linux-image-amd64 drives: LSI Logic SCSI for the disk, VMXNET3 for the NIC, an IDE cdrom
 for a NoCloud/ConfigDrive seed ISO. disk.EnableUUID lets in-guest tools (and vSphere CSI) see stable disk IDs.
+
+A node's descriptor (`node_ovf`) is the image's, named for the node, with the node's `guestinfo.*` keys as more
+`vmw:ExtraConfig` entries: deploying it sets the keys cloud-init's VMware datasource reads, as guestinfo.vmx does.
+(vApp properties would instead need cloud-init's OVF datasource, which reads another format.)
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape, quoteattr
 
 VMDK_STREAM_FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+# The ExtraConfig every imagegen descriptor carries; a node's keys may not replace it.
+IMAGE_EXTRA_CONFIG = {"disk.EnableUUID": "TRUE"}
+_NS = {"ovf": "http://schemas.dmtf.org/ovf/envelope/1",
+       "rasd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData",
+       "vssd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData",
+       "vmw": "http://www.vmware.com/schema/ovf"}
+
+
+class OvfError(ValueError):
+    """A descriptor imagegen cannot derive a node's from: says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,18 @@ def _item(fields: Mapping[str, str], required: bool = True) -> str:
     return f"      <Item{attr}>\n{body}      </Item>\n"
 
 
-def render_ovf(p: OvfParams) -> str:
+def _extra_config(keys: Mapping[str, str]) -> str:
+    return "".join(f'      <vmw:ExtraConfig ovf:required="false" vmw:key={quoteattr(k)} vmw:value={quoteattr(v)}/>\n'
+                   for k, v in keys.items())
+
+
+def render_ovf(p: OvfParams, extra_config: Mapping[str, str] | None = None) -> str:
+    """The descriptor; `extra_config` adds `vmw:ExtraConfig` entries after the image's own (OVF 1.0 wants every
+    extension element of VirtualHardwareSection after its Items)."""
+    extra = dict(extra_config or {})
+    clash = sorted(set(extra) & set(IMAGE_EXTRA_CONFIG))
+    if clash:
+        raise OvfError(f"ExtraConfig {', '.join(clash)} is the image's own; a node may not set it")
     items = "".join([
         _item({"AllocationUnits": "hertz * 10^6", "Description": "Number of Virtual CPUs",
                "ElementName": f"{p.cpus} virtual CPU(s)", "InstanceID": "1", "ResourceType": "3",
@@ -93,8 +119,7 @@ ovf:fileRef="file1" ovf:format="{VMDK_STREAM_FORMAT}" ovf:populatedSize="{p.popu
         <vssd:VirtualSystemIdentifier>{escape(p.name)}</vssd:VirtualSystemIdentifier>
         <vssd:VirtualSystemType>{p.hardware_version}</vssd:VirtualSystemType>
       </System>
-{items}      <vmw:ExtraConfig ovf:required="false" vmw:key="disk.EnableUUID" vmw:value="TRUE"/>
-    </VirtualHardwareSection>
+{items}{_extra_config({**IMAGE_EXTRA_CONFIG, **extra})}    </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>
 """
@@ -103,3 +128,59 @@ ovf:fileRef="file1" ovf:format="{VMDK_STREAM_FORMAT}" ovf:populatedSize="{p.popu
 def render_manifest(digests: Mapping[str, str]) -> str:
     """OVF manifest: one `SHA256(file)= hex` line per file, in the order given."""
     return "".join(f"SHA256({name})= {digest}\n" for name, digest in digests.items())
+
+
+def _find(root: ET.Element, path: str) -> ET.Element:
+    found = root.find(path, _NS)
+    if found is None:
+        raise OvfError(f"the descriptor has no {path}")
+    return found
+
+
+def _attr(element: ET.Element, name: str) -> str:
+    prefix, _, local = name.partition(":")
+    value = element.get(f"{{{_NS[prefix]}}}{local}")
+    if value is None:
+        raise OvfError(f"the descriptor's {element.tag.rpartition('}')[2]} has no {name}")
+    return value
+
+
+def _quantity(root: ET.Element, resource_type: str) -> int:
+    for item in root.iterfind("ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item", _NS):
+        if item.findtext("rasd:ResourceType", namespaces=_NS) == resource_type:
+            return int(item.findtext("rasd:VirtualQuantity", default="", namespaces=_NS))
+    raise OvfError(f"the descriptor has no Item of ResourceType {resource_type}")
+
+
+def parse_ovf(text: str) -> OvfParams:
+    """The OvfParams `render_ovf` made `text` from; OvfError when it is not a descriptor render_ovf writes."""
+    try:
+        root = ET.fromstring(text)
+        vs = _find(root, "ovf:VirtualSystem")
+        params = OvfParams(
+            name=_attr(vs, "ovf:id"),
+            annotation=_find(vs, "ovf:AnnotationSection/ovf:Annotation").text or "",
+            vmdk_file=_attr(_find(root, "ovf:References/ovf:File"), "ovf:href"),
+            vmdk_size=int(_attr(_find(root, "ovf:References/ovf:File"), "ovf:size")),
+            capacity=int(_attr(_find(root, "ovf:DiskSection/ovf:Disk"), "ovf:capacity")),
+            populated=int(_attr(_find(root, "ovf:DiskSection/ovf:Disk"), "ovf:populatedSize")),
+            cpus=_quantity(root, "3"),
+            memory_mib=_quantity(root, "4"),
+            hardware_version=_find(vs, "ovf:VirtualHardwareSection/ovf:System/vssd:VirtualSystemType").text or "",
+            os_type=_attr(_find(vs, "ovf:OperatingSystemSection"), "vmw:osType"))
+    except (ET.ParseError, ValueError) as exc:
+        raise OvfError(f"not an imagegen image descriptor ({exc})") from None
+    if render_ovf(params) != text:
+        # Rebuilding from the parsed fields would silently drop whatever this imagegen does not know about.
+        raise OvfError("the descriptor differs from what this imagegen writes for the same image (another tool's "
+                       "OVA, or another imagegen version's); build the OVA with this `imagegen image build`")
+    return params
+
+
+def node_ovf(image_ovf: str, node: str, guestinfo: Mapping[str, str]) -> str:
+    """The image's descriptor for one node: its VirtualSystem named `node`, the node's guestinfo keys (as
+    `channels.guestinfo` returns them) as ExtraConfig; same disk, same hardware."""
+    bad = sorted(k for k in guestinfo if not k.startswith("guestinfo."))
+    if bad:
+        raise OvfError(f"node {node}: {', '.join(bad)} are not guestinfo keys")
+    return render_ovf(replace(parse_ovf(image_ovf), name=node), guestinfo)
