@@ -441,10 +441,49 @@ def test_package_repository_slash(rendered: dict[str, Rendered], tmp_path: Path,
 
 def test_apt_installs_keep_conffiles(rendered: dict[str, Rendered]) -> None:
     distro = rendered["ha"].file("lb-1", "/usr/local/lib/imagegen/distro.sh")
-    installs = [line for line in distro.splitlines() if "apt-get install" in line or "APT_INSTALL[@]" in line]
+    installs = [line for line in distro.splitlines() if not line.lstrip().startswith("#")
+                and ("apt-get install" in line or "APT_INSTALL[@]" in line)]
     assert installs
     assert "--force-confold" in distro and "--force-confdef" in distro
     assert all("APT_INSTALL" in line for line in installs if not line.lstrip().startswith("APT_INSTALL=("))
+
+
+def _apt_install_run(distro: str, tmp_path: Path, existing: str | None, apt_status: int) -> tuple[str, str]:
+    """apt_install from the rendered distro.sh with apt-get a stand-in that records policy-rc.d as it finds it;
+    (what apt-get saw, what is left afterwards)."""
+    guard = tmp_path / "policy-rc.d"
+    if existing is not None:
+        guard.write_text(existing)
+        guard.chmod(0o755)
+    script = tmp_path / "distro.sh"
+    script.write_text(distro.replace("/usr/sbin/policy-rc.d", str(guard)))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\n{{ cat {guard}; {guard} start; echo \"exit=$?\"; }} "
+                                     f">{tmp_path}/seen 2>&1\nexit {apt_status}\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    done = subprocess.run(["bash", "-c", f". {script}; apt_install nginx; echo \"rc=$?\""], capture_output=True,
+                          text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    assert f"rc={apt_status}" in done.stdout, done.stdout + done.stderr
+    return (tmp_path / "seen").read_text(), guard.read_text() if guard.exists() else "<none>"
+
+
+@pytest.mark.parametrize("apt_status", [0, 100])
+def test_apt_install_forbids_service_starts_and_cleans_up(rendered: dict[str, Rendered], tmp_path: Path,
+                                                          apt_status: int) -> None:
+    """Maintainer scripts see a policy-rc.d answering 101 (invoke-rc.d(8): action forbidden) during the install,
+    and it is gone afterwards, whether the install worked or not."""
+    seen, left = _apt_install_run(rendered["ha"].file("lb-1", "/usr/local/lib/imagegen/distro.sh"), tmp_path, None,
+                                  apt_status)
+    assert "exit=101" in seen and "imagegen" in seen
+    assert left == "<none>"
+
+
+def test_apt_install_leaves_a_foreign_policy_rc_alone(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    foreign = "#!/bin/sh\n# the image builder's own\nexit 0\n"
+    seen, left = _apt_install_run(rendered["ha"].file("lb-1", "/usr/local/lib/imagegen/distro.sh"), tmp_path,
+                                  foreign, 0)
+    assert "exit=0" in seen and left == foreign
 
 
 # -- item 2, proven: Debian's own nginx installed over imagegen's nginx.conf in a throwaway chroot --------------
@@ -481,9 +520,8 @@ def test_pkg_ensure_keeps_imagegen_nginx_conf_in_a_chroot(rendered: dict[str, Re
     (root / "etc/nginx/nginx.conf").write_text(conf)
     (root / "usr/local/lib/imagegen").mkdir(parents=True, exist_ok=True)
     (root / "usr/local/lib/imagegen/distro.sh").write_text(r.file("lb-1", "/usr/local/lib/imagegen/distro.sh"))
-    # no daemons inside the chroot (as a package build would have it)
-    (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
-    (root / "usr/sbin/policy-rc.d").chmod(0o755)
+    # No policy-rc.d of the test's own: imagegen's apt_install must keep nginx's postinst from starting nginx on
+    # imagegen's nginx.conf before libnginx-mod-stream is configured (the stock-image failure).
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
     result = subprocess.run(
         ["chroot", str(root), "/bin/bash", "-c",
@@ -496,6 +534,7 @@ def test_pkg_ensure_keeps_imagegen_nginx_conf_in_a_chroot(rendered: dict[str, Re
                             capture_output=True, text=True)
     assert status.stdout == "install ok installed"
     assert (root / "etc/nginx/nginx.conf.dpkg-dist").exists()  # the package's version, set aside by dpkg
+    assert not (root / "usr/sbin/policy-rc.d").exists()  # imagegen's guard is gone again
 
 
 # -- CSR approver: requested names against the Node's own addresses ---------------------------------------------

@@ -28,10 +28,11 @@ LAB_PLANS = sorted((VM_TESTS / "plans").glob("cluster*.yaml"))
 
 def test_day2_steps_run_after_the_normal_ones_in_order() -> None:
     assert [s.__name__ for s in cluster.DAY2_STEPS] == [
-        "day2_add_worker", "day2_remove_worker", "day2_replace_worker", "day2_certificates", "day2_etcd_restore"]
+        "day2_add_worker", "day2_remove_worker", "day2_kubelet_rotation", "day2_replace_worker", "day2_certificates",
+        "day2_etcd_restore"]
     assert not set(cluster.DAY2_STEPS) & set(cluster.STEPS)
     names = check_names(VM_TESTS / "scenarios" / "cluster_day2.py")
-    assert len(names) == 8 and all(n.startswith("day 2: ") for n in names)
+    assert len(names) == 9 and all(n.startswith("day 2: ") for n in names)
 
 
 def test_day2_flag_parses_and_the_state_copies_are_discarded() -> None:
@@ -240,3 +241,21 @@ def test_certificate_renewal_wants_the_served_certificate_renewed(tmp_path: Path
     assert calls[1] == "/usr/local/lib/imagegen/cert-renew.sh --now"
     ok, detail, _ = run("1800000000")  # the API server still serves the old certificate: not restarted
     assert not ok and "served on the port: 1800000000" in detail
+
+
+def test_day2_plan_has_short_lifetimes_that_the_parser_takes(tmp_path: Path) -> None:
+    """--day2 derives the plan with a 15-minute first token and 20-minute signed certificates: valid plan values,
+    short enough to expire and rotate during the run, and the kubelet check reads the same duration."""
+    import cluster_test
+    from harness.render import derive_plan
+
+    from imagegen.plan import load_plan
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMwoKDnXny6oRg+nsr7lsMSAkU2PGKAIp36XBlKggUZe"
+    derived = derive_plan(VM_TESTS / "plans" / "cluster.yaml", tmp_path, key, cluster_test.DAY2_PLAN)
+    plan = load_plan(derived)
+    assert plan.cluster.token_ttl == "15m" and plan.cluster.certificate_signing_duration == "20m"
+    assert cluster_day2.duration_seconds(plan.cluster.certificate_signing_duration) == 1200
+    assert cluster_day2.duration_seconds("1h30m45s") == 5445
+    assert "cluster.token_ttl: 15m" in derived.read_text().splitlines()[0]
+    assert load_plan(derive_plan(VM_TESTS / "plans" / "cluster.yaml", tmp_path, key)).cluster.token_ttl == "24h"
