@@ -135,13 +135,17 @@ def test_kube_repo_install_runs_against_the_lab_repository(
     root = tmp_path / "root"
     apt = stock_root(root, lab)
     script, env = node_shell(tmp_path, apt, stock_files[worker]["/usr/local/lib/imagegen/distro.sh"])
-    done = subprocess.run(["bash", "-c", f". {script}\nkube_repo_install {lab.kubernetes_url} "
+    done = subprocess.run(["bash", "-c", f"umask 077\n. {script}\nkube_repo_install {lab.kubernetes_url} "
                            "1.20.2 1.1 && echo DONE"], capture_output=True, text=True, env=env, timeout=300)
     assert "DONE" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     assert "signature" not in done.stderr.lower() and "NO_PUBKEY" not in done.stderr, done.stderr
 
     keyring = root / "etc/apt/keyrings/kubernetes-apt-keyring.gpg"
     assert keyring.read_bytes() == lab.keyring.read_bytes()  # Release.key, dearmored as the node does it
+    # Under the node program's umask 077, still readable by apt's unprivileged _apt user (gpgv runs as it).
+    for public in (keyring, root / "etc/apt/sources.list.d/kubernetes.list",
+                   root / "etc/apt/preferences.d/imagegen-kubernetes"):
+        assert public.stat().st_mode & 0o777 == 0o644, public
     assert (root / "etc/apt/sources.list.d/kubernetes.list").read_text() == \
         f"deb [signed-by={keyring}] {lab.kubernetes_url} /\n"
     archives = {p.name for p in (root / "var/cache/apt/archives").glob("*.deb")}
