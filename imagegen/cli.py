@@ -192,6 +192,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("serve",), "imagegen.serve"),
     Command(("pxe",), "imagegen.pxe"),
     Command(("vmware",), "imagegen.vmwareovf"),
+    Command(("mirror-auth",), "imagegen.mirrorauth"),
     Command(("certs",), "imagegen.certs"),
     Command(("kubeconfig",), "imagegen.kubeconfig"),
     Command(("node",), "imagegen.nodeops"),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from imagegen import mirrorauth
+
 if TYPE_CHECKING:
     from imagegen.state import ClusterState
 
@@ -25,6 +27,7 @@ class SecretGroup(StrEnum):
     CERTIFICATE_KEY = "certificate-key"   # the first control plane
     VRRP_PASSWORD = "vrrp-password"       # load balancers
     HARBOR = "harbor"                     # the registry: its key and Harbor's passwords
+    MIRROR_AUTH = "mirror-auth"           # control planes and workers (they pull images): mirror credentials
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ TEMPLATE_VALUES: dict[SecretGroup, dict[str, Callable[[ClusterState], str | None
     SecretGroup.VRRP_PASSWORD: {"vrrp_password": lambda s: s.vrrp_password},
     SecretGroup.HARBOR: {"harbor_admin_password": lambda s: s.harbor_admin_password,
                          "harbor_db_password": lambda s: s.harbor_db_password},
+    # containerd's `registry.configs.*.auth` tables, serialised in imagegen.mirrorauth; absent without credentials.
+    SecretGroup.MIRROR_AUTH: {"containerd_mirror_auth": lambda s: mirrorauth.containerd_auth_toml(s.mirror_auth)},
 }
 
 # Generated files and the groups whose secrets they embed (so they are written 0600).
@@ -66,9 +71,10 @@ GENERATOR_GROUPS: dict[str, tuple[SecretGroup, ...]] = {
 }
 
 
-# Templates marked `secret: true` embed these groups' values (keepalived.conf, harbor.yml); the token and the
-# certificate key reach files only through the kubeadm generators above.
-SECRET_TEMPLATE_GROUPS = (SecretGroup.VRRP_PASSWORD, SecretGroup.HARBOR)
+# Templates marked `secret: true` embed these groups' values (keepalived.conf, harbor.yml, containerd's config.toml
+# when mirror credentials exist); the token and the certificate key reach files only through the kubeadm
+# generators above.
+SECRET_TEMPLATE_GROUPS = (SecretGroup.VRRP_PASSWORD, SecretGroup.HARBOR, SecretGroup.MIRROR_AUTH)
 
 
 class SecretPolicyError(ValueError):

@@ -10,6 +10,7 @@ Layout (directories 0700, files 0600):
   pki/admin.{crt,key}        the operator's client certificate (admin.conf)
   pki/registry-ca.{crt,key}, pki/registry.{crt,key}   only when the plan has a registry node
   bootstrap-token, certificate-key, vrrp-password, harbor-admin-password, harbor-db-password
+  mirror-auth.json           registry mirror credentials (`imagegen mirror-auth`), only when some were set
 
 Rules: a new state is made whole, in a temporary directory moved into place with state.json last. An existing
 state is verified before use (keys match certificates, leaves chain to their CA, nothing expired, token and key
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from imagegen import pki
+from imagegen import mirrorauth, pki
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
 from imagegen.paths import check_creatable, make_dirs
@@ -78,6 +79,8 @@ class ClusterState:
     harbor_db_password: str | None = None
     vrrp_password: str | None = None
     cluster_id: str = ""
+    # The credentials of the plan's mirrors (imagegen.mirrorauth.for_plan), sorted by host.
+    mirror_auth: tuple[mirrorauth.Credential, ...] = ()
 
     @cached_property
     def discovery_hash(self) -> str:
@@ -192,6 +195,7 @@ class _Found:
     sa: tuple[bytes, bytes] | None = None
     secrets: dict[str, str] = field(default_factory=dict)
     identity_changes: list[str] = field(default_factory=list)
+    mirror_auth: dict[str, mirrorauth.Credential] = field(default_factory=dict)
 
     @property
     def fresh(self) -> bool:
@@ -328,7 +332,22 @@ def inspect_state(root: Path, plan: Plan | None, *, accept_changed_identity: boo
         if not spec.pattern.fullmatch(value):
             raise _bad(root, name, f"is not {spec.shape} (corrupt or edited)", fix)
         found.secrets[name] = value
+    found.mirror_auth = _read_mirror_auth(root)
     return found
+
+
+_MIRROR_AUTH_FIX = ("set the credentials again with `imagegen mirror-auth set` after deleting the file, or restore it "
+                    "from a backup of this state directory")
+
+
+def _read_mirror_auth(root: Path) -> dict[str, mirrorauth.Credential]:
+    data = _read_file(root, mirrorauth.STORE_NAME)
+    if data is None:
+        return {}
+    try:
+        return mirrorauth.parse_store(data)
+    except mirrorauth.StoreError as exc:
+        raise _bad(root, mirrorauth.STORE_NAME, str(exc), _MIRROR_AUTH_FIX) from None
 
 
 # --- writing --------------------------------------------------------------------------------------------------
@@ -561,7 +580,8 @@ def _cluster_state(plan: Plan, found: _Found) -> ClusterState:
         harbor_admin_password=found.secrets["harbor-admin-password"] if registry else None,
         harbor_db_password=found.secrets["harbor-db-password"] if registry else None,
         vrrp_password=found.secrets.get("vrrp-password") if "vrrp-password" in needed else None,
-        cluster_id=str(found.meta.get("cluster_id", "")))
+        cluster_id=str(found.meta.get("cluster_id", "")),
+        mirror_auth=mirrorauth.for_plan(plan, found.mirror_auth))
 
 
 def ensure_state(state_dir: Path, plan: Plan, *, accept_changed_identity: bool = False,
@@ -574,7 +594,8 @@ def ensure_state(state_dir: Path, plan: Plan, *, accept_changed_identity: bool =
 def check_state_dir(state_dir: Path, plan: Plan, *, accept_changed_identity: bool = False) -> None:
     """Every refusal `open_state` would make, without writing anything (for checks before any output)."""
     root = Path(state_dir)
-    inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
+    found = inspect_state(root, plan, accept_changed_identity=accept_changed_identity)
+    mirrorauth.for_plan(plan, found.mirror_auth)  # a Docker plan whose mirrors have credentials is refused
     if not root.exists():
         _check_creatable(root)
 
@@ -602,3 +623,53 @@ def rotate_token(state_dir: Path, *, notify: Notify = _warn) -> str:
         except OSError as exc:
             raise _write_error(root, exc) from exc
     return token.split(".", 1)[0]
+
+
+# --- registry mirror credentials (imagegen.mirrorauth) ----------------------------------------------------------
+
+def mirror_auth_list(state_dir: Path, plan: Plan) -> dict[str, mirrorauth.Credential]:
+    """The stored mirror credentials by host, read and verified without changing anything."""
+    root = Path(state_dir)
+    if not os.path.lexists(root / "state.json"):
+        return {}
+    return inspect_state(root, plan).mirror_auth
+
+
+def _change_mirror_auth(root: Path, plan: Plan, notify: Notify,
+                        change: Callable[[dict[str, mirrorauth.Credential]], bool]) -> bool:
+    """Under the state's lock, on the verified (created or completed, as a render would) state: apply `change`
+    to the stored credentials and write them back (0600, atomically) when it reports a change."""
+    inspect_state(root, plan)
+    with _locked_state(root, notify):
+        try:
+            found = _prepare(root, plan, False, notify)
+            creds = dict(found.mirror_auth)
+            if not change(creds):
+                return False
+            if creds:
+                _write_secret(root / mirrorauth.STORE_NAME, mirrorauth.dump_store(creds))
+            else:
+                (root / mirrorauth.STORE_NAME).unlink(missing_ok=True)
+                _fsync_dir(root)
+        except OSError as exc:
+            raise _write_error(root, exc) from exc
+    return True
+
+
+def mirror_auth_set(state_dir: Path, plan: Plan, credential: mirrorauth.Credential, *,
+                    notify: Notify = _warn) -> None:
+    """Store (or replace) one mirror host's credentials; the state is made first when there is none yet."""
+    def put(creds: dict[str, mirrorauth.Credential]) -> bool:
+        changed = creds.get(credential.host) != credential
+        creds[credential.host] = credential
+        return changed
+
+    _change_mirror_auth(Path(state_dir), plan, notify, put)
+
+
+def mirror_auth_remove(state_dir: Path, plan: Plan, host: str, *, notify: Notify = _warn) -> bool:
+    """Delete one mirror host's credentials; False when there were none."""
+    root = Path(state_dir)
+    if not os.path.lexists(root / "state.json"):
+        return False
+    return _change_mirror_auth(root, plan, notify, lambda creds: creds.pop(host, None) is not None)
