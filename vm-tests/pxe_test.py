@@ -2,16 +2,18 @@
 """make vm-pxe: one machine with an empty disk installed over the network by imagegen, then booted from its disk;
 then a second machine from the node image with no ISO, seeded over HTTP through its SMBIOS serial.
 
-The node (a load balancer of vm-tests/plans/smoke.yaml, moved to 10.81.0.0/24) boots from its NIC first: libvirt's
+The node (the worker of vm-tests/plans/smoke.yaml, moved to 10.81.0.0/24) boots from its NIC first: libvirt's
 dnsmasq gives it its planned address by MAC and the boot file http://GATEWAY:PORT/ipxe/boot; `imagegen serve` on
 the lab bridge's address chains iPXE to the node's script, which boots the image's kernel with the installer
 initrd of `imagegen image netboot`. The installer writes the image and the node's NoCloud files to the disk and
 reboots; the server then answers `exit`, the firmware boots the disk and cloud-init reads the seed directory.
 
-Pass: IMAGEGEN-INSTALL-OK on the console (exactly once), then IMAGEGEN-CLOUD-INIT-DONE and IMAGEGEN-BOOTSTRAP-OK
-from the installed disk, the planned static address, the seed (user-data 0600) read from the seed directory,
+Pass: IMAGEGEN-INSTALL-OK on the console (exactly once), then from the installed disk the checks vm-smoke's
+ISO-seeded worker passes (prepared, then the expected join failure with no control plane; planned static address,
+modules, sysctls, swap, journald, runtime, held packages, cloud-init), the seed (user-data 0600) read from the seed
+directory,
 serve's log showing the node's own address fetching its files, and 403 for another node's user-data asked for
-from the VM. The SMBIOS-seeded node (the plan's second node of the same role; serial from `imagegen pxe`'s
+from the VM. The SMBIOS-seeded node (the plan's first load balancer; serial from `imagegen pxe`'s
 smbios/<name>): BOOTSTRAP-OK, its planned address (DHCP reservation: the serial carries no network on 22.4), the
 NoCloudNet datasource with that seed URL, no CD-ROM, its files fetched by its own address. Nothing leaves the
 machine (the harness's firewall rule). Always cleans up domains, network, rule and
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--plan", type=Path, default=HERE / "plans" / "smoke.yaml",
                    help="plan to take the node from (moved to 10.81.0.0/24; default vm-tests/plans/smoke.yaml)")
-    p.add_argument("--node", help="node to install (default: the plan's first load balancer)")
+    p.add_argument("--node", help="node to install (default: the plan's first worker)")
     p.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "imagegen" / "vm-runs",
                    help="where run directories go")
     p.add_argument("--spec", default="node", help="image spec to install (built or taken from the cache)")
@@ -78,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             derived = derive_plan(scenario.pxe_plan(args.plan, run_dir), run_dir, pubkey)
             out = render(derived, run_dir)
             plan = load_plan(derived)
-        lbs = [n for n in plan.nodes if n.role == "load-balancer"]
-        wanted = args.node.replace("smoke", "pxe") if args.node else (lbs[0].name if lbs else "")
+        workers = [n for n in plan.nodes if n.role == "worker"]
+        wanted = args.node.replace("smoke", "pxe") if args.node else (workers[0].name if workers else "")
         node = next((n for n in plan.nodes if n.name == wanted), None)
         if node is None:
             raise Failed(f"--node {wanted!r}: not in the plan ({', '.join(n.name for n in plan.nodes)})")
-        smbios = next((n for n in plan.nodes if n.role == node.role and n.name != node.name), None)
+        smbios = next((n for n in plan.nodes if n.role == "load-balancer" and n.name != node.name), None)
         if smbios is None:
-            raise Failed(f"the plan needs a second {node.role} for the SMBIOS-seeded node")
+            raise Failed("the plan needs a load balancer (other than --node) for the SMBIOS-seeded node")
         other = next(n.name for n in plan.nodes if n.name not in (node.name, smbios.name))
 
         lab = session.open_lab(probe_accel())

@@ -26,7 +26,7 @@ from harness.session import Failed, Session
 from harness.ssh import Ssh
 
 from imagegen.plan import Plan
-from scenarios.smoke import bootstrap_ok, wait_markers
+from scenarios.smoke import bootstrap_ok, wait_markers, worker_checks
 
 REPO = Path(__file__).resolve().parents[2]
 # Seconds from the domain's start (TCG on 2 cores): the install streams an 8 GiB disk image through gunzip.
@@ -210,16 +210,23 @@ def seed_on_disk(c: guest.Checker) -> tuple[bool, str]:
 
 
 def checks(ctx: PxeContext) -> None:
+    """The network-installed node passes what its role's ISO-seeded twin in vm-smoke passes (a worker: prepared,
+    the expected join failure with no control plane, modules, sysctls, swap, journald, runtime, held packages,
+    cloud-init), plus the install's own checks."""
     n = ctx.node
     prefix = ctx.plan.network.cidr.prefixlen
     with ctx.session.phase("checks"):
         c = guest.Checker(n.name, ctx.ssh_of[n.name], ctx.report.checks)
         c.check("installer: exactly one IMAGEGEN-INSTALL-OK for this node on the console", partial(one_install_line, n))
-        c.check("first boot from the disk: IMAGEGEN-BOOTSTRAP-OK", partial(bootstrap_ok, n))
-        guest.check_identity(c, n.name, n.ip, prefix)
+        if n.role == "worker":
+            exp = guest.expectations_from_user_data((ctx.out / "nodes" / n.name / "user-data").read_text())
+            worker_checks(c, n, exp, prefix)
+        else:
+            c.check("first boot from the disk: IMAGEGEN-BOOTSTRAP-OK", partial(bootstrap_ok, n))
+            guest.check_identity(c, n.name, n.ip, prefix)
+            guest.check_cloud_init(c)
         c.check("seed written by the installer (user-data 0600) and read by cloud-init from the seed directory",
                 partial(seed_on_disk, c))
-        guest.check_cloud_init(c)
         c.check("server log: the node's own address fetched the image and its files, reported the install, "
                 "and was sent to its disk", partial(served_to_the_node, ctx))
         c.check(f"another node's ({ctx.other}) user-data refused to this node (403)",

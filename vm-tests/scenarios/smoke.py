@@ -115,28 +115,33 @@ def bootstrap_ok(n: Node) -> tuple[bool, str]:
     return "bootstrap-ok" in n.scanner.markers, marker.line if marker is not None else "no bootstrap marker"
 
 
+def worker_checks(c: guest.Checker, n: Node, exp: guest.Expectations, prefix: int) -> None:
+    """A worker with no control plane to join (vm-smoke's, vm-pxe's network-installed one): prepared, then the
+    expected join failure, and everything its user-data set up in effect."""
+    c.check("node preparation marker (IMAGEGEN-PREP-OK)", partial(prep_marker, n))
+    c.check("expected failure sentinel (join has no control plane)", partial(expected_sentinel, n),
+            expected_failure=True)
+    guest.check_identity(c, n.name, n.ip, prefix)
+    guest.check_modules(c, exp.modules)
+    guest.check_sysctls(c, exp.sysctls)
+    guest.check_swap_off(c, "first boot")
+    guest.check_journald(c, exp.journald_dropins)
+    if exp.docker_daemon is not None:
+        guest.check_docker(c, exp.docker_daemon)
+    if exp.containerd_config:
+        guest.check_containerd(c)
+    guest.check_kube_packages_held(c)
+    guest.check_cloud_init(c)
+
+
 def node_checks(ctx: SmokeContext) -> None:
     """The worker prepared itself and failed its join as expected; the load balancers serve the endpoint port."""
     prefix = ctx.plan.network.cidr.prefixlen
     port = ctx.plan.endpoint.port
     with ctx.session.phase("checks"):
         for n in ctx.workers:
-            c = guest.Checker(n.name, ctx.ssh_of[n.name], ctx.report.checks)
-            exp = ctx.expectations(n)
-            c.check("node preparation marker (IMAGEGEN-PREP-OK)", partial(prep_marker, n))
-            c.check("expected failure sentinel (join has no control plane)", partial(expected_sentinel, n),
-                    expected_failure=True)
-            guest.check_identity(c, n.name, n.ip, prefix)
-            guest.check_modules(c, exp.modules)
-            guest.check_sysctls(c, exp.sysctls)
-            guest.check_swap_off(c, "first boot")
-            guest.check_journald(c, exp.journald_dropins)
-            if exp.docker_daemon is not None:
-                guest.check_docker(c, exp.docker_daemon)
-            if exp.containerd_config:
-                guest.check_containerd(c)
-            guest.check_kube_packages_held(c)
-            guest.check_cloud_init(c)
+            worker_checks(guest.Checker(n.name, ctx.ssh_of[n.name], ctx.report.checks), n, ctx.expectations(n),
+                          prefix)
         for n in ctx.lbs:
             c = guest.Checker(n.name, ctx.ssh_of[n.name], ctx.report.checks)
             c.check("bootstrap finished (IMAGEGEN-BOOTSTRAP-OK)", partial(bootstrap_ok, n))
