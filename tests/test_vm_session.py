@@ -282,6 +282,8 @@ CLUSTER_CHECKS = {
     "day 2: first token expired, a rotated one applied; one more worker in the plan changes no running node (imagegen "
     "diff, manifest.json)",
     "day 2: worker added after the token expired joins and is Ready",
+    "day 2: the worker's kubelet rotated its client certificate (short cluster.certificate_signing_duration) and "
+    "stays Ready",
     "day 2: worker machine and disk destroyed, `imagegen node replace`, generation bumped: a fresh machine with the "
     "same name, address and MAC joins and is Ready",
 }
