@@ -28,6 +28,7 @@ class _Placeholders:
     harbor_admin_password = "Placeholder1"
     harbor_db_password = "Placeholder1"
     discovery_hash = "sha256:" + "0" * 64
+    mirror_auth = ()  # explain reads no state: config.toml is shown as it is without mirror credentials
 
 
 def _groups(spec: FileSpec, profile: Profile) -> list[str]:
