@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from imagegen import channels
+from imagegen.bundle.dockerarchive import sha256_file
 from imagegen.errors import UsageError
 from imagegen.image.ovf import OvfError, node_ovf, parse_ovf, render_manifest
 from imagegen.paths import make_dirs
@@ -116,20 +117,12 @@ def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return f.read()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def extract_disk(ova: Path, image: OvaImage, dest: Path) -> OvaImage:
     """DEST/VMDK from the OVA, unless the same disk is there already; returns `image` with the disk's digest.
     A disk whose digest differs from the OVA's manifest is refused (a damaged OVA)."""
     target = dest / image.vmdk
     if image.vmdk_digest is not None and target.is_file() and target.stat().st_size == image.vmdk_size \
-            and _sha256_file(target) == image.vmdk_digest:
+            and sha256_file(target) == image.vmdk_digest:
         return image
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.vmdk}.", dir=dest)
     tmp = Path(tmp_name)

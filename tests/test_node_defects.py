@@ -430,8 +430,11 @@ def test_package_repository_slash(rendered: dict[str, Rendered], tmp_path: Path,
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake(bin_dir, "curl", f'echo "curl $*" >>{tmp_path}/calls\n')
-    for tool in ("gpg", "apt-get", "apt-mark"):
+    for tool in ("apt-get", "apt-mark"):
         fake(bin_dir, tool, f'echo "{tool} $*" >>{tmp_path}/calls\n')
+    # gpg --dearmor -o FILE writes FILE (kube_repo_install then makes it 0644)
+    fake(bin_dir, "gpg", f'echo "gpg $*" >>{tmp_path}/calls\n'
+         'while [ $# -gt 0 ]; do [ "$1" = -o ] && : >"$2"; shift; done\n')
     result = run_bash(f". {tmp_path}/distro.sh\nkube_repo_install {repo} 1.34.2 1.1 && echo DONE", bin_dir)
     assert "DONE" in result.stdout, result.stderr
     assert " https://mirror.example.internal/k8s/Release.key" in (tmp_path / "calls").read_text()
