@@ -296,6 +296,7 @@ SMOKE_CHECKS = {
     "f'VIP moves when {stop} stops on the holder, and back'",
     "f'exactly one node holds the VIP {vip}'",
     "f'nginx listening on the endpoint port {port}'",
+    "cloud-init read the node's own seed",
     "node preparation marker (IMAGEGEN-PREP-OK)",
     "swap file added to /etc/fstab before reboot",
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """make vm-smoke: boot imagegen's own seeds on imagegen's own image and check the nodes from inside.
 
-Plan vm-tests/plans/smoke.yaml: two load balancers (nginx stream + keepalived VIP) and one worker whose join has
+Plan vm-tests/plans/smoke.yaml: two load balancers (nginx stream + keepalived VIP; the second seeded by its OpenStack
+config drive, seeds/<name>-configdrive.iso, the others by the NoCloud seed ISO) and one worker whose join has
 nowhere to go (its control plane is never booted, no bundle disk): the worker must prepare itself and then print
 the expected IMAGEGEN-BOOTSTRAP-FAILED sentinel. Checks: identity, modules, sysctls, swap (also after a reboot
-with a swap file in fstab), journald, Docker's effective settings, cloud-init status; nginx on the endpoint port,
-exactly one VIP holder, VIP failover and back on stopping keepalived and then nginx.
+with a swap file in fstab), journald, Docker's effective settings, cloud-init status and the datasource that read
+the node's seed; nginx on the endpoint port, exactly one VIP holder, VIP failover and back on stopping keepalived
+and then nginx.
 
 Always cleans up domains, network, firewall rule and overlays (harness.session); the run directory (report.json,
 timeline.svg, serial consoles, seeds, pulled guest logs on failure) is printed at the end. Exit 0 passed, 1 failed,
@@ -62,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         lab = session.open_lab(probe_accel())
         with session.phase("define-and-start"):
             session.create_network(plan, "igvm")
+            lbs = [n.name for n in plan.nodes if n.role == "load-balancer"]
             for n in plan.nodes:
                 if n.role not in BOOT:
                     continue
                 mem, cpus = BOOT[n.role]
+                # The last load balancer boots from its OpenStack config drive instead of the NoCloud seed: the
+                # same checks must pass whichever seed a node had.
+                seed = f"{n.name}-configdrive.iso" if len(lbs) > 1 and n.name == lbs[-1] else f"{n.name}.iso"
                 lab.add_node(name=n.name, role=n.role, ip=str(n.ip), mac=n.mac, image=image.qcow2,
-                             seed=out / "seeds" / f"{n.name}.iso", memory_mib=mem, vcpus=cpus)
+                             seed=out / "seeds" / seed, memory_mib=mem, vcpus=cpus)
             for node in lab.nodes.values():
                 lab.start(node)
 

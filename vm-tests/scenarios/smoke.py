@@ -115,6 +115,15 @@ def bootstrap_ok(n: Node) -> tuple[bool, str]:
     return "bootstrap-ok" in n.scanner.markers, marker.line if marker is not None else "no bootstrap marker"
 
 
+def seed_source(c: guest.Checker, n: Node) -> tuple[bool, str]:
+    """cloud-init's datasource is the one the node's seed speaks: ConfigDrive for a config drive, else NoCloud."""
+    want = "DataSourceConfigDrive" if n.seed is not None and n.seed.name.endswith("-configdrive.iso") else \
+        "DataSourceNoCloud"
+    code, out = c.sudo("grep -o 'DataSource[A-Za-z]*' /run/cloud-init/status.json | head -1")
+    seed = n.seed.name if n.seed is not None else "-"
+    return code == 0 and out.strip() == want, f"{out.strip() or 'no datasource'} (seed {seed})"
+
+
 def worker_checks(c: guest.Checker, n: Node, exp: guest.Expectations, prefix: int) -> None:
     """A worker with no control plane to join (vm-smoke's, vm-pxe's network-installed one): prepared, then the
     expected join failure, and everything its user-data set up in effect."""
@@ -147,6 +156,7 @@ def node_checks(ctx: SmokeContext) -> None:
             c.check("bootstrap finished (IMAGEGEN-BOOTSTRAP-OK)", partial(bootstrap_ok, n))
             guest.check_identity(c, n.name, n.ip, prefix)
             c.check(f"nginx listening on the endpoint port {port}", partial(guest.listening, c, port))
+            c.check("cloud-init read the node's own seed", partial(seed_source, c, n))
             guest.check_cloud_init(c)
 
 
