@@ -46,12 +46,13 @@ class Kubectl:
         return done.returncode, (done.stdout + done.stderr).strip()
 
     def retry(self, *args: str, accept: Callable[[str], bool] = lambda _out: True,
-              deadline_s: float = DEADLINES["kubectl"]) -> tuple[int, str]:
+              deadline_s: float = DEADLINES["kubectl"], stdin: str | None = None) -> tuple[int, str]:
         """Run until the call succeeds and `accept`s its output, or the deadline passes: under TCG the API
-        server behind the VIP is often too busy for one request ("context deadline exceeded")."""
+        server behind the VIP is often too busy for one request ("context deadline exceeded"). Only for calls
+        that may run twice (gets, `apply`)."""
         t0 = time.monotonic()
         while True:
-            code, out = self.run(*args)
+            code, out = self.run(*args, stdin=stdin)
             if code == 0 and accept(out):
                 return code, out
             if time.monotonic() - t0 > deadline_s:

@@ -85,7 +85,9 @@ def workload(ctx: ClusterContext) -> None:
         worker, cp = ctx.workers[0], ctx.cps[0]
         manifest = workload_manifest(worker.name, ctx.pull_policy)
         (ctx.run_dir / "workload.yaml").write_text(manifest)
-        code, applied = kubectl.run("apply", "-f", "-", stdin=manifest)
+        # apply is idempotent: retried while the API server behind the VIP is too busy (a stock run lost the whole
+        # workload to one "context deadline exceeded" here).
+        code, applied = kubectl.retry("apply", "-f", "-", stdin=manifest)
         cluster_ip = ""
         pod_info = applied
         if code == 0:
