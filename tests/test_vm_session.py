@@ -253,6 +253,7 @@ def check_names(*paths: Path) -> set[str]:
 CLUSTER_CHECKS = {
     "<check_containerd_mirror>",
     "<check_cri_config>",
+    "<check_kube_packages_held>",
     "<check_pod_sandbox_image>",
     "ClusterIP Service answers from the control plane",
     "bootstrap sentinel /var/lib/imagegen/bootstrap.done",
@@ -282,6 +283,9 @@ CLUSTER_CHECKS = {
     "day 2: first token expired, a rotated one applied; one more worker in the plan changes no running node (imagegen "
     "diff, manifest.json)",
     "day 2: worker added after the token expired joins and is Ready",
+    "packages installed at first boot kept imagegen's configuration files (nginx.conf, keepalived.conf, containerd "
+    "config.toml as rendered)",
+    "apt: Kubernetes packages at the plan's version from the 1001 pin",
     "day 2: the worker's kubelet rotated its client certificate (short cluster.certificate_signing_duration) and "
     "stays Ready",
     "day 2: worker machine and disk destroyed, `imagegen node replace`, generation bumped: a fresh machine with the "

@@ -41,6 +41,12 @@ def _file_content(entry: dict[str, object]) -> str:
     return raw
 
 
+def written_files(text: str) -> dict[str, str]:
+    """The files the user-data's write_files writes, path -> content (decoded)."""
+    doc = yaml.safe_load(text) or {}
+    return {str(e["path"]): _file_content(e) for e in doc.get("write_files") or [] if isinstance(e, dict)}
+
+
 def expectations_from_user_data(text: str) -> Expectations:
     doc = yaml.safe_load(text) or {}
     modules: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from functools import partial
 
@@ -101,6 +102,36 @@ def containerd_cgroup(c: guest.Checker) -> tuple[bool, str]:
         + ("" if info else f" (crictl info failed: {raw[-200:]})"))
 
 
+# Conffiles of the packages a stock image installs at first boot: imagegen's version must survive the install.
+PACKAGE_CONFFILES = ("/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf", "/etc/containerd/config.toml")
+
+
+def files_as_rendered(c: guest.Checker, user_data: str) -> tuple[bool, str]:
+    """imagegen's versions of the packages' configuration files are the ones on disk after the package install
+    (sha256 against the node's own user-data), and nginx's loaded configuration has the stream block."""
+    want = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in guest.written_files(user_data).items()
+            if p in PACKAGE_CONFFILES}
+    if not want:
+        return False, "none of the package configuration files in this node's user-data"
+    code, out = c.sudo("sha256sum " + " ".join(sorted(want)) + "; command -v nginx >/dev/null && "
+                       "nginx -T 2>/dev/null | grep -c '^stream' || true")
+    got = {parts[1]: parts[0] for parts in (ln.split() for ln in out.splitlines()) if len(parts) == 2}
+    differ = [p for p, digest in want.items() if got.get(p) != digest]
+    stream = "/etc/nginx/nginx.conf" not in want or out.strip().splitlines()[-1:] != ["0"]
+    return not differ and stream, (f"as rendered: {sorted(set(want) - set(differ))}; differ: {differ}"
+                                   + ("" if stream else "; nginx -T shows no stream block"))
+
+
+def apt_pinned(c: guest.Checker, version: str) -> tuple[bool, str]:
+    """apt-cache policy: kubeadm, kubelet and kubectl installed at the plan's version, from a 1001 pin."""
+    code, out = c.sudo("apt-cache policy kubeadm kubelet kubectl")
+    installed = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.strip().startswith("Installed:")]
+    pinned = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.strip().startswith("Candidate:")]
+    ok = code == 0 and len(installed) == 3 and all(v.startswith(f"{version}-") for v in installed) \
+        and "1001" in out and installed == pinned
+    return ok, f"installed {installed}, candidates {pinned}, priority 1001 {'present' if '1001' in out else 'MISSING'}"
+
+
 def node_checks(ctx: ClusterContext) -> None:
     """Bootstrap sentinel on every node; Kubernetes binaries, cgroup driver and runtime config on the Kubernetes
     nodes."""
@@ -118,3 +149,15 @@ def node_checks(ctx: ClusterContext) -> None:
                         partial(containerd_cgroup, c))
                 guest.check_cri_config(c, ctx.pause_image)
                 guest.check_containerd_mirror(c, list(ctx.plan.cluster.registry_mirrors))
+        if ctx.plan.bundle.source == "online":  # a stock image: everything came from the package repositories
+            version = str(ctx.plan.cluster.kubernetes_version)
+            for n in ctx.nodes:
+                c = ctx.checker(n)
+                user_data = (ctx.out / "nodes" / n.name / "user-data").read_text()
+                c.check("packages installed at first boot kept imagegen's configuration files (nginx.conf, "
+                        "keepalived.conf, containerd config.toml as rendered)",
+                        partial(files_as_rendered, c, user_data))
+                if n in ctx.kube:
+                    c.check("apt: Kubernetes packages at the plan's version from the 1001 pin",
+                            partial(apt_pinned, c, version))
+                    guest.check_kube_packages_held(c)
