@@ -22,6 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from imagegen import seediso  # noqa: E402
 from imagegen.plan import parse_plan_text  # noqa: E402
 from imagegen.render import iter_render  # noqa: E402
 from imagegen.seediso import build_seed_iso  # noqa: E402
@@ -50,18 +51,21 @@ def generated_plan(nodes: int) -> str:
     return yaml.safe_dump(plan, sort_keys=False)
 
 
-def bench(nodes: int, localds_sample: int) -> dict:
+def bench(nodes: int, localds_sample: int, where: str | None = None) -> dict:
     text = generated_plan(nodes)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         t0 = time.perf_counter()
         plan = parse_plan_text(text)
         state = ensure_state(Path(tmp) / "state", plan)
         t1 = time.perf_counter()
-        c1 = time.process_time()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         write_tree(Path(tmp) / "out", iter_render(plan, state))
-        t3 = t2 = time.perf_counter()
-        # CPU seconds of this process: what the machine's load does not change (wall time on a busy host does).
-        cpu_s = time.process_time() - c1
+        t2 = time.perf_counter()  # rendering, seeds and writing are one stream
+        # CPU seconds of this process: what the machine's load changes less than wall time. sys is the kernel's
+        # share, nearly all of it creating the 9 files per node (0.2-0.7 ms each on a busy VM's ext4).
+        r2 = resource.getrusage(resource.RUSAGE_SELF)
+        user_s, sys_s = r2.ru_utime - r1.ru_utime, r2.ru_stime - r1.ru_stime
+        cpu_s = user_s + sys_s
         rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out = Path(tmp) / "out" / "nodes"
         worker = next(n.name for n in plan.nodes if n.role == "worker")
@@ -70,10 +74,17 @@ def bench(nodes: int, localds_sample: int) -> dict:
         sample_nodes = plan.nodes[:min(nodes, 200)]
         seeds = [{n: (out / node.name / n).read_bytes() for n in ("user-data", "meta-data", "network-config")}
                  for node in sample_nodes]
+        # From scratch (no layout kept from the render: what cloud-localds does every time), then again with
+        # the layouts the render keeps for seeds of the same file names and sizes.
+        i0 = time.perf_counter()
+        for files in seeds:
+            seediso._LAYOUTS.clear()
+            build_seed_iso(files)
+        iso_ms = (time.perf_counter() - i0) * 1000 / len(sample_nodes)
         i0 = time.perf_counter()
         for files in seeds:
             build_seed_iso(files)
-        iso_ms = (time.perf_counter() - i0) * 1000 / len(sample_nodes)
+        iso_reused_ms = (time.perf_counter() - i0) * 1000 / len(sample_nodes)
         localds = shutil.which("cloud-localds")
         localds_ms = None
         if localds:
@@ -84,13 +95,14 @@ def bench(nodes: int, localds_sample: int) -> dict:
                 subprocess.run([localds, "-N", str(d / "network-config"), str(Path(tmp) / f"{node.name}.iso"),
                                 str(d / "user-data"), str(d / "meta-data")], check=True, capture_output=True)
             localds_ms = (time.perf_counter() - s0) * 1000 / len(sample)
-    total = t3 - t0
-    per_node_ms = (t3 - t1) * 1000 / nodes
+    total = t2 - t0
+    per_node_ms = (t2 - t1) * 1000 / nodes
     return {"nodes": nodes, "total_s": round(total, 3), "pki_and_parse_s": round(t1 - t0, 3),
             "peak_rss_mib": round(rss_mib, 1), "worker_user_data_bytes": user_data_bytes,
-            "render_cpu_s": round(cpu_s, 2),
-            "render_iso_s": round(t2 - t1, 3), "write_s": round(t3 - t2, 3),
+            "render_cpu_s": round(cpu_s, 2), "render_user_s": round(user_s, 2), "render_sys_s": round(sys_s, 2),
+            "render_iso_s": round(t2 - t1, 3),
             "per_node_ms": round(per_node_ms, 3), "iso_per_seed_ms": round(iso_ms, 3),
+            "iso_reused_layout_ms": round(iso_reused_ms, 3),
             "cloud_localds_per_seed_ms": round(localds_ms, 3) if localds_ms else None,
             "seed_speedup_vs_cloud_localds": round(localds_ms / iso_ms, 1) if localds_ms else None,
             "render_and_seed_speedup_vs_cloud_localds": round(localds_ms / per_node_ms, 1) if localds_ms else None}
@@ -101,21 +113,26 @@ def main() -> int:
     ap.add_argument("--sizes", default="10,100,1000,5000,10000")
     ap.add_argument("--localds-sample", type=int, default=20, help="seeds cloud-localds builds per size")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--dir", help="write the outputs under this directory (default: the temporary directory, as "
+                                  "TMPDIR says); e.g. a tmpfs, to tell imagegen's time from the file system's")
     args = ap.parse_args()
     # One process per size: ru_maxrss only grows, so each size's peak must be measured on its own.
     with multiprocessing.get_context("fork").Pool(1, maxtasksperchild=1) as pool:
-        results = [pool.apply(bench, (int(n), args.localds_sample)) for n in args.sizes.split(",")]
-    print(f"{'nodes':>6} {'total s':>8} {'pki s':>7} {'render+iso+write s':>19} {'cpu s':>7} {'ms/node':>8} "
+        results = [pool.apply(bench, (int(n), args.localds_sample, args.dir)) for n in args.sizes.split(",")]
+    print(f"{'nodes':>6} {'total s':>8} {'pki s':>7} {'render+iso+write s':>19} {'cpu s':>7} {'user s':>7} "
+          f"{'sys s':>7} {'ms/node':>8} "
           f"{'RSS MiB':>8} "
-          f"{'worker UD':>10} {'iso ms':>7} {'localds ms':>11} {'seed x':>7} {'node x':>7}")
+          f"{'worker UD':>10} {'iso ms':>7} {'reused':>7} {'localds ms':>11} {'seed x':>7} {'node x':>7}")
     for r in results:
         print(f"{r['nodes']:>6} {r['total_s']:>8} {r['pki_and_parse_s']:>7} {r['render_iso_s']:>19} "
-              f"{r['render_cpu_s']:>7} "
+              f"{r['render_cpu_s']:>7} {r['render_user_s']:>7} {r['render_sys_s']:>7} "
               f"{r['per_node_ms']:>8} {r['peak_rss_mib']:>8} {r['worker_user_data_bytes']:>10} "
-              f"{r['iso_per_seed_ms']:>7} "
+              f"{r['iso_per_seed_ms']:>7} {r['iso_reused_layout_ms']:>7} "
               f"{r['cloud_localds_per_seed_ms'] or '-':>11} {r['seed_speedup_vs_cloud_localds'] or '-':>7} "
               f"{r['render_and_seed_speedup_vs_cloud_localds'] or '-':>7}")
-    print("ms/node: parse+render+ISO+write per node, PKI excluded; seed x: cloud-localds ms / our ISO ms for the "
+    print("render+iso+write s: wall; cpu s = user s + sys s of the render and write; ms/node: wall per node, "
+          "PKI excluded; iso ms: one seed ISO from scratch; reused: the same with the layout a render keeps for "
+          "seeds of the same names and sizes; seed x: cloud-localds ms / our from-scratch ISO ms for the "
           "same files; node x: cloud-localds ms / our whole per-node ms (rendering included)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import jinja2
@@ -23,7 +23,7 @@ from imagegen.plan import Node, Plan
 from imagegen.profiles import Distro, FileSpec, Profile, load_distro, load_profile
 from imagegen.seediso import build_seed_iso
 from imagegen.state import ClusterState
-from imagegen.templates import environment, evaluate
+from imagegen.templates import environment, evaluate, expression_names, string_names, template_names
 
 BASE_MODULES = ("br_netfilter", "overlay", "nf_conntrack")
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
@@ -51,10 +51,10 @@ def _yaml_documents(docs: list[dict[str, Any]]) -> bytes:
 
 
 def _generate(name: str, plan: Plan, node: Node, state: ClusterState, profile: Profile,
-              ctx: dict[str, Any]) -> bytes:
+              ctx: dict[str, Any], memo: RenderMemo) -> bytes:
     if name == "bootstrap-env":
         return to_env(ctx["facts"])
-    secrets = _secrets_for(profile, state)
+    secrets = memo.secrets(profile)
     if name == "kubeadm-init":
         return _yaml_documents(kubeadm.init_documents(plan, node, secrets["bootstrap_token"],
                                                       secrets["certificate_key"], plan.cluster.token_ttl))
@@ -143,41 +143,157 @@ def _apt_mirror(plan: Plan, distro: Distro) -> dict[str, str] | None:
     return {"url": m.url, "sources_list": lines, "key": m.key}
 
 
-def _steps(profile: Profile, ctx: dict[str, Any]) -> list[str]:
-    return [s.name for s in profile.steps if not s.when or evaluate(s.when, ctx)]
-
-
-def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile) -> dict[str, Any]:
+def _shared_context(plan: Plan) -> dict[str, Any]:
+    """The context values that are the same for every node of the plan (computed once per render)."""
     distro = load_distro(plan.cluster.distro)
-    cps = plan.control_planes
-    lbs = plan.load_balancers
     hosts, private = registries.registry_hosts(plan)
-    rules = plan.cluster.rules
-    ctx: dict[str, Any] = {
-        "plan": plan, "node": node, "cluster": plan.cluster, "endpoint": plan.endpoint, "network": plan.network,
-        "distro": distro, "rules": rules, "endpoint_address": plan.endpoint_address,
-        "first_control_plane": node.role == "control-plane" and node == cps[0],
+    return {
+        "plan": plan, "cluster": plan.cluster, "endpoint": plan.endpoint, "network": plan.network,
+        "distro": distro, "rules": plan.cluster.rules, "endpoint_address": plan.endpoint_address,
         "kernel_modules": kernel_modules(plan),
         "pause_image": kubeadm.pause_image(plan),
         "docker_daemon": _docker_daemon(plan),
-        "host_gw_conflist": _host_gw_conflist(plan, node),
         "registry_node": registries.registry_node(plan),
         "registry_hosts": hosts,
         "private_registries": private,
         "mirror_cas": registries.mirror_cas(plan),
         "docker_mirror_cas": registries.docker_mirror_tls(plan)[0],
         "vrrp_router_id": int(hashlib.sha256(plan.cluster.name.encode()).hexdigest(), 16) % 255 + 1,
-        "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
-        "secrets": _secrets_for(profile, state),
         "patch_dir": kubeadm.PATCH_DIR,
-        "kube_vip_manifests": _kube_vip_manifests(plan, node),
         "apt_mirror": _apt_mirror(plan, distro),
     }
-    ctx["steps"] = _steps(profile, ctx)
+
+
+class _Uncacheable(Exception):
+    """A context value that cannot be part of a cache key (a node, its facts): its template renders per node."""
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _frozen(value: Any) -> Any:
+    """`value` as a hashable key that is equal only for values that render the same (types are part of it)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind, value
+    if kind is float:
+        return kind, repr(value)
+    if kind is tuple or kind is list:
+        return kind, tuple(_frozen(v) for v in value)
+    if kind is dict:
+        return kind, tuple((_frozen(k), _frozen(v)) for k, v in value.items())
+    raise _Uncacheable
+
+
+class RenderMemo:
+    """What one render computes once instead of once per node: the plan-wide context values, each profile's
+    secrets and state items, and every template or expression output whose inputs are the same for many nodes.
+
+    A template's output is reused only when every context name it reads (found by parsing it, through its
+    includes) holds an equal value: plan-wide values are the same objects for every node; the rest must be plain
+    data (strings, numbers, tuples, lists, dicts of those), compared by value and type. A template reading the
+    node itself or its facts is rendered for each node. Lives for one render, so template edits between renders
+    are seen."""
+
+    MAX_ENTRIES = 4096  # outputs kept; beyond that, outputs are rendered and not kept (memory stays bounded)
+
+    def __init__(self, plan: Plan, state: ClusterState) -> None:
+        self.plan = plan
+        self.state = state
+        self.shared = _shared_context(plan)
+        self._secrets: dict[str, dict[str, str]] = {}
+        self._state_items: dict[tuple[str, str], bytes] = {}
+        self._names: dict[tuple[str, str], frozenset[str] | None] = {}
+        self._outputs: dict[Any, Any] = {}
+
+    def secrets(self, profile: Profile) -> dict[str, str]:
+        if profile.name not in self._secrets:
+            self._secrets[profile.name] = _secrets_for(profile, self.state)
+        return self._secrets[profile.name]
+
+    def state_item(self, name: str, profile: Profile) -> bytes:
+        key = (name, profile.name)
+        if key not in self._state_items:
+            self._state_items[key] = secretpolicy.state_item(name, profile.secrets, self.state, profile.name)
+        return self._state_items[key]
+
+    def _names_of(self, kind: str, text: str) -> frozenset[str] | None:
+        key = (kind, text)
+        if key not in self._names:
+            if kind == "expression":
+                self._names[key] = expression_names(text)
+            elif kind == "string":
+                self._names[key] = string_names(text)
+            else:
+                self._names[key] = template_names(text)
+        return self._names[key]
+
+    def _key(self, kind: str, text: str, ctx: dict[str, Any]) -> Any:
+        names = self._names_of(kind, text)
+        if names is None:
+            return None
+        shared = self.shared
+        parts = []
+        try:
+            for name in sorted(names):
+                if name in shared and ctx.get(name) is shared[name]:
+                    continue
+                parts.append((name, _frozen(ctx[name]) if name in ctx else None, name in ctx))
+        except _Uncacheable:
+            return None
+        return kind, text, tuple(parts)
+
+    def _cached(self, kind: str, text: str, ctx: dict[str, Any], make: Callable[[], Any]) -> Any:
+        key = self._key(kind, text, ctx)
+        if key is None:
+            return make()
+        try:
+            return self._outputs[key]
+        except KeyError:
+            value = make()
+            if len(self._outputs) < self.MAX_ENTRIES:
+                self._outputs[key] = value
+            return value
+
+    def once(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()` for the first node asking for `key`, kept for the others."""
+        if key not in self._outputs:
+            self._outputs[key] = make()
+        return self._outputs[key]
+
+    def evaluate(self, expression: str, ctx: dict[str, Any]) -> Any:
+        return self._cached("expression", expression, ctx, lambda: evaluate(expression, ctx))
+
+    def render_string(self, text: str, ctx: dict[str, Any]) -> str:
+        return str(self._cached("string", text, ctx, lambda: _compiled(text).render(ctx)))
+
+    def render_template(self, name: str, ctx: dict[str, Any]) -> str:
+        return str(self._cached("template", name, ctx, lambda: environment().get_template(name).render(ctx)))
+
+
+def _steps(profile: Profile, ctx: dict[str, Any], memo: RenderMemo) -> list[str]:
+    return [s.name for s in profile.steps if not s.when or memo.evaluate(s.when, ctx)]
+
+
+def node_context(plan: Plan, node: Node, state: ClusterState, profile: Profile,
+                 memo: RenderMemo | None = None) -> dict[str, Any]:
+    memo = memo if memo is not None else RenderMemo(plan, state)
+    cps = plan.control_planes
+    lbs = plan.load_balancers
+    ctx: dict[str, Any] = {
+        **memo.shared,
+        "node": node,
+        "first_control_plane": node.role == "control-plane" and node == cps[0],
+        "host_gw_conflist": _host_gw_conflist(plan, node),
+        "vrrp_priority": 150 - 10 * lbs.index(node) if node in lbs else 0,
+        "secrets": memo.secrets(profile),
+        "kube_vip_manifests": _kube_vip_manifests(plan, node),
+    }
+    ctx["steps"] = _steps(profile, ctx, memo)
     groups = list(profile.packages)
     if node.is_kubernetes:
         groups.append(plan.cluster.container_runtime)
-    ctx["packages"] = distro.package_names(tuple(groups))
+    ctx["packages"] = ctx["distro"].package_names(tuple(groups))
     ctx["facts"] = node_facts(plan, node, tuple(ctx["steps"]), ctx["packages"])
     return ctx
 
@@ -221,50 +337,74 @@ def _compiled(text: str) -> jinja2.Template:
     return environment().from_string(text)
 
 
-def _expand(spec: FileSpec, ctx: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    if spec.when and not evaluate(spec.when, ctx):
+def _expand(spec: FileSpec, ctx: dict[str, Any], memo: RenderMemo | None = None
+            ) -> Iterator[tuple[str, dict[str, Any]]]:
+    if memo is None:
+        if spec.when and not evaluate(spec.when, ctx):
+            return
+        items = evaluate(spec.foreach, ctx) if spec.foreach else [None]
+        for item in items:
+            local = {**ctx, "item": item}
+            yield _compiled(spec.path).render(local), local
         return
-    items = evaluate(spec.foreach, ctx) if spec.foreach else [None]
+    if spec.when and not memo.evaluate(spec.when, ctx):
+        return
+    items = memo.evaluate(spec.foreach, ctx) if spec.foreach else [None]
     for item in items:
         local = {**ctx, "item": item}
-        yield _compiled(spec.path).render(local), local
+        yield memo.render_string(spec.path, local), local
 
 
-def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] | None = None
-               ) -> list[dict[str, Any]]:
-    """The write_files entries of one node, in profile order."""
+# Generators whose output is the same for every node (no node, no secret in it).
+_CONSTANT_GENERATORS = frozenset({"etcd-patch"})
+
+
+def _node_entries(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any], memo: RenderMemo
+                  ) -> Iterator[tuple[str, str, str, bool]]:
+    """(path, permissions, content, append) of one node's write_files entries, in profile order."""
     profile = load_profile(node.role)
-    ctx = ctx if ctx is not None else node_context(plan, node, state, profile)
-    env = environment()
-    entries: list[dict[str, Any]] = []
     for spec in (*profile.files, *nodeprogram.program_files(ctx["steps"])):
-        for path, local in _expand(spec, ctx):
+        secret = spec.secret or secretpolicy.generator_is_secret(spec.generator)
+        permissions = secretpolicy.SECRET_MODE if secret else spec.mode
+        for path, local in _expand(spec, ctx, memo):
             if spec.template:
-                name = _compiled(spec.template).render(local)
-                content = env.get_template(name).render(local)
+                name = memo.render_string(spec.template, local)
+                content = memo.render_template(name, local)
                 if not content.endswith("\n"):
                     content += "\n"
             elif spec.generator:
-                content = _generate(spec.generator, plan, node, state, profile, ctx).decode()
+                if spec.generator in _CONSTANT_GENERATORS:
+                    content = memo.once(("generator", spec.generator), partial(
+                        _generate, spec.generator, plan, node, state, profile, ctx, memo)).decode()
+                else:
+                    content = _generate(spec.generator, plan, node, state, profile, ctx, memo).decode()
             else:
-                content = secretpolicy.state_item(spec.state, profile.secrets, state, profile.name).decode()
-            secret = spec.secret or secretpolicy.generator_is_secret(spec.generator)
-            entry: dict[str, Any] = {"path": path, "owner": "root:root",
-                                     "permissions": secretpolicy.SECRET_MODE if secret else spec.mode,
-                                     "content": content}
-            if spec.append:
-                entry["append"] = True
-            entries.append(entry)
+                content = memo.state_item(spec.state, profile).decode()
+            yield path, permissions, content, spec.append
+
+
+def node_files(plan: Plan, node: Node, state: ClusterState, ctx: dict[str, Any] | None = None,
+               memo: RenderMemo | None = None) -> list[dict[str, Any]]:
+    """The write_files entries of one node, in profile order."""
+    memo = memo if memo is not None else RenderMemo(plan, state)
+    ctx = ctx if ctx is not None else node_context(plan, node, state, load_profile(node.role), memo)
+    entries: list[dict[str, Any]] = []
+    for path, permissions, content, append in _node_entries(plan, node, state, ctx, memo):
+        entry: dict[str, Any] = {"path": path, "owner": "root:root", "permissions": permissions, "content": content}
+        if append:
+            entry["append"] = True
+        entries.append(entry)
     return entries
 
 
-def render_user_data(plan: Plan, node: Node, state: ClusterState) -> bytes:
+def render_user_data(plan: Plan, node: Node, state: ClusterState, memo: RenderMemo | None = None) -> bytes:
+    memo = memo if memo is not None else RenderMemo(plan, state)
     profile = load_profile(node.role)
-    ctx = node_context(plan, node, state, profile)
-    skeleton = yaml.load(environment().get_template("cloud-config.yaml.j2").render(ctx),
+    ctx = node_context(plan, node, state, profile, memo)
+    skeleton = yaml.load(memo.render_template("cloud-config.yaml.j2", ctx),
                          Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    entries = [_dump_entry(f["path"], f["permissions"], f["content"], bool(f.get("append")))
-               for f in node_files(plan, node, state, ctx)]
+    entries = [_dump_entry(path, permissions, content, bool(append))
+               for path, permissions, content, append in _node_entries(plan, node, state, ctx, memo)]
     return ("#cloud-config\n" + _dump(skeleton) + "write_files:\n" + "".join(entries)).encode()
 
 
@@ -286,8 +426,9 @@ def render_meta_data(node: Node, cluster_id: str) -> bytes:
     return (environment().get_template("meta-data.j2").render(ctx) + "\n").encode()
 
 
-def render_node(plan: Plan, node: Node, state: ClusterState) -> dict[str, Artifact]:
-    user_data = render_user_data(plan, node, state)
+def render_node(plan: Plan, node: Node, state: ClusterState, memo: RenderMemo | None = None
+                ) -> dict[str, Artifact]:
+    user_data = render_user_data(plan, node, state, memo)
     network_config = render_network_config(plan, node)
     cluster_id = state.cluster_id or state.cluster_name
     meta_data = render_meta_data(node, cluster_id)
@@ -320,8 +461,9 @@ def iter_render(plan: Plan, state: ClusterState,
     CLI streams it to the writer), a render holds one node's files at a time: memory does not grow with the
     cluster. Only the manifest's hashes are kept."""
     owned: dict[str, dict[str, str]] = {}
+    memo = RenderMemo(plan, state)
     for i, node in enumerate(plan.nodes):
-        files = render_node(plan, node, state)
+        files = render_node(plan, node, state, memo)
         owned[node.name] = {p: a.sha256 for p, a in sorted(files.items())}
         yield from sorted(files.items())
         del files

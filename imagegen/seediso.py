@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import threading
 import time as _time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -22,6 +23,7 @@ SEED_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
 VOLUME_ID = "cidata"
 _PATCHED = (pycdlib.dates, pycdlib.headervd, pycdlib.pycdlib)
 _lock = threading.Lock()
+_layout_lock = threading.Lock()
 
 
 class _FixedClock:
@@ -62,10 +64,9 @@ def _iso9660_dir(name: str, index: int) -> str:
     return f"{stem}{index:02d}"
 
 
-def build_iso(files: Mapping[str, bytes], volume_id: str) -> bytes:
-    """An ISO 9660 + Joliet + Rock Ridge image of `files` ('a/b/name' paths, directories made as needed) in sorted
-    order, against the fixed clock: the same files and volume id give the same bytes. Shared by the NoCloud seed
-    and the OpenStack config drive."""
+def _pycdlib_iso(files: Mapping[str, bytes], volume_id: str) -> tuple[bytes, tuple[int, ...] | None]:
+    """The image pycdlib makes of `files` (sorted order, fixed clock), and where each file's data starts in it
+    (None when that cannot be told)."""
     out = io.BytesIO()
     with _fixed_clock():
         iso = pycdlib.PyCdlib()
@@ -84,8 +85,55 @@ def build_iso(files: Mapping[str, bytes], volume_id: str) -> bytes:
             iso.add_fp(io.BytesIO(data), len(data), f"{parent}/{_iso9660_name(parts[-1], index)}",
                        rr_name=parts[-1], joliet_path=f"/{path}", file_mode=0o100444)
         iso.write_fp(out)
+        offsets = []
+        for path in sorted(files):
+            if not files[path]:
+                offsets.append(0)  # no extent, nothing to copy
+                continue
+            record = iso.get_record(joliet_path=f"/{path}")
+            offsets.append((record.inode or record).extent_location() * iso.logical_block_size)
         iso.close()
-    return out.getvalue()
+    image = out.getvalue()
+    # Kept only when each file's bytes are where the record says: then the layout is sure to be reusable.
+    if all(image[o:o + len(files[p])] == files[p] for o, p in zip(offsets, sorted(files), strict=True)):
+        return image, tuple(offsets)
+    return image, None
+
+
+# An image depends on its files' names, sizes and contents only, and on the contents only as the bytes at each
+# file's extent: nodes whose files have the same names and sizes (most nodes of a role) share one layout, built
+# once by pycdlib, and get their own bytes copied in. Bounded: a cluster of all-different sizes just misses.
+_LAYOUTS: OrderedDict[tuple[str, tuple[tuple[str, int], ...]], tuple[bytes, tuple[int, ...]]] = OrderedDict()
+_MAX_LAYOUTS = 64
+
+
+def build_iso(files: Mapping[str, bytes], volume_id: str) -> bytes:
+    """An ISO 9660 + Joliet + Rock Ridge image of `files` ('a/b/name' paths, directories made as needed) in sorted
+    order, against the fixed clock: the same files and volume id give the same bytes. Shared by the NoCloud seed
+    and the OpenStack config drive."""
+    names = sorted(files)
+    key = (volume_id, tuple((name, len(files[name])) for name in names))
+    with _layout_lock:
+        layout = _LAYOUTS.get(key)
+        if layout is not None:
+            _LAYOUTS.move_to_end(key)
+    if layout is None:
+        image, offsets = _pycdlib_iso(files, volume_id)
+        if offsets is not None:
+            blank = bytearray(image)  # kept without this node's bytes (its user-data holds its secrets)
+            for name, offset in zip(names, offsets, strict=True):
+                blank[offset:offset + len(files[name])] = bytes(len(files[name]))
+            with _layout_lock:
+                _LAYOUTS[key] = (bytes(blank), offsets)
+                while len(_LAYOUTS) > _MAX_LAYOUTS:
+                    _LAYOUTS.popitem(last=False)
+        return image
+    template, offsets = layout
+    copy = bytearray(template)
+    for name, offset in zip(names, offsets, strict=True):
+        data = files[name]
+        copy[offset:offset + len(data)] = data
+    return bytes(copy)
 
 
 def build_seed_iso(files: Mapping[str, bytes]) -> bytes:

@@ -287,9 +287,9 @@ def _write_file(path: Path, artifact: Artifact) -> None:
         view = memoryview(artifact.data)
         while view:
             view = view[os.write(fd, view):]
+        os.fchmod(fd, artifact.mode)  # not subject to the umask
     finally:
         os.close(fd)
-    os.chmod(path, artifact.mode)  # not subject to the umask
 
 
 def _check_relative(rel: str) -> None:
@@ -319,10 +319,13 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact] | Iterable[tuple[str
     try:
         try:
             written: list[str] = []
+            made: set[Path] = set()  # directories of the temporary tree made so far: one stat less per file
             for rel, artifact in items:
                 _check_relative(rel)
                 path = tmp / rel
-                _make_dirs(path.parent)
+                if path.parent not in made:
+                    _make_dirs(path.parent)
+                    made.add(path.parent)
                 _write_file(path, artifact)
                 written.append(rel)
             _write_file(tmp / OUTPUT_MARKER, Artifact(marker_bytes(written), 0o644))
