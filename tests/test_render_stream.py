@@ -51,3 +51,21 @@ def test_bad_path_in_a_stream_is_refused(tmp_path: Path) -> None:
         write_tree(tmp_path / "out", iter([("ok", Artifact(b"x")), ("../escape", Artifact(b"x"))]))
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("example", ["ha.yaml", "single.yaml", "kube-vip.yaml"])
+def test_shared_memo_gives_what_a_fresh_one_gives_per_node(tmp_path: Path, example: str) -> None:
+    """render reuses template outputs across nodes (RenderMemo): every node's user-data from the render's one memo,
+    in plan order, equals that node's user-data rendered alone with a memo of its own; no output of a template that
+    reads the node leaks into another node."""
+    from imagegen.render import RenderMemo, render_user_data
+
+    if not (ROOT / "examples" / example).exists():
+        pytest.skip(f"no examples/{example}")
+    plan = load_plan(ROOT / "examples" / example)
+    state = ensure_state(tmp_path / "state", plan)
+    shared = RenderMemo(plan, state)
+    together = {node.name: render_user_data(plan, node, state, shared) for node in plan.nodes}
+    for node in reversed(plan.nodes):  # alone, and in the other order
+        assert render_user_data(plan, node, state, RenderMemo(plan, state)) == together[node.name], node.name
+    assert len(set(together.values())) == len(plan.nodes)  # every node's differs (its name, its address)

@@ -92,3 +92,26 @@ def test_deterministic_across_time_zones(monkeypatch: pytest.MonkeyPatch) -> Non
         time.tzset()
     assert first == second
     assert build_seed_iso({**files, "user-data": b"#cloud-config\n# changed\n"}) != first
+
+
+def test_a_reused_layout_gives_the_bytes_pycdlib_builds() -> None:
+    """Nodes whose files have the same names and sizes share one layout: the image built from it, with another
+    node's bytes copied in, is byte for byte what pycdlib builds from scratch for that node (zero-length files
+    and config-drive directories included), and the cached layout holds none of the first node's bytes."""
+    import random
+
+    from imagegen import seediso
+
+    rng = random.Random(7)
+    for volume, names in (("cidata", ["user-data", "meta-data", "network-config", "vendor-data"]),
+                          ("config-2", ["openstack/latest/meta_data.json", "openstack/latest/user_data",
+                                        "openstack/latest/network_data.json"])):
+        sizes = {name: rng.choice([0, 1, 2047, 2048, 2049, 70_000]) for name in names}
+        first = {name: rng.randbytes(size) for name, size in sizes.items()}
+        second = {name: rng.randbytes(size) for name, size in sizes.items()}
+        seediso._LAYOUTS.clear()
+        assert seediso.build_iso(first, volume) == seediso._pycdlib_iso(first, volume)[0]  # builds the layout
+        blank, _ = seediso._LAYOUTS[(volume, tuple((n, sizes[n]) for n in sorted(sizes)))]
+        assert not any(data in blank for data in first.values() if len(data) >= 2047)
+        reused = seediso.build_iso(second, volume)
+        assert reused == seediso._pycdlib_iso(second, volume)[0]
