@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from imagegen.cli import main
 from .conftest import ROOT
 
 N_WORKERS = 40
+
+
+def logged(lines: list[str], text: str, wait_s: float = 10) -> bool:
+    """Whether a request-log line holds `text`, waiting a little: the handler thread logs after the response's last
+    byte went out, so a client can hold the whole answer before the line exists (a CI run failed on exactly that)."""
+    deadline = time.monotonic() + wait_s
+    while not any(text in line for line in lines):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +92,7 @@ def test_other_addresses_get_403_and_no_secret(server, out: Path) -> None:
     for source in ("127.0.0.1", "127.0.0.23", "127.0.0.101"):  # the server itself, another cp, a worker
         status, body, _ = _get(srv, "/nodes/cp-1/user-data", source=source)
         assert status == 403 and b"PRIVATE KEY" not in body
-    assert any("'/nodes/cp-1/user-data' 403" in line for line in lines)
+    assert logged(lines, "'/nodes/cp-1/user-data' 403")
     assert not any("PRIVATE" in line for line in lines)
 
 
@@ -187,7 +199,7 @@ def test_disk_image_is_streamed_in_chunks(install_server, monkeypatch: pytest.Mo
     got = b"".join(iter(lambda: resp.read(100_000), b""))
     conn.close()
     assert got == image
-    assert lines[-1].endswith(f"'/boot/node.raw.gz' 200 {len(image)}")
+    assert logged(lines, f"'/boot/node.raw.gz' 200 {len(image)}")
 
 
 def test_route_gives_boot_files_as_paths(tmp_path: Path) -> None:
@@ -207,7 +219,7 @@ def test_installed_node_is_sent_to_its_disk_only_when_it_says_so(install_server)
     status, body, _ = _get(srv, f"/ipxe/{mac}", source=own)
     assert status == 200 and body.decode().splitlines()[-1] == "exit"
     assert b"installer" in _get(srv, "/ipxe/52:54:00:00:01:07", source=other)[1]  # other nodes unaffected
-    assert any(f"{own} POST '/mac/{mac}/installed' 200" in line for line in lines)
+    assert logged(lines, f"{own} POST '/mac/{mac}/installed' 200")
 
 
 def test_percent_encoded_mac_from_ipxe(server) -> None:
