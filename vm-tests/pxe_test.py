@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                   smbios_serial=serial)
             for n in (vm, sm):
                 session.ssh_of[n.name] = Ssh(n.ip, plan.admin_user, key)
-            ctx = scenario.PxeContext(session, plan, out, serve, vm, other, sm, serial, session.ssh_of)
+            ctx = scenario.PxeContext(session, plan, out, serve, vm, other, sm, serial)
             for step in scenario.STEPS:
                 step(ctx)
     return session.code

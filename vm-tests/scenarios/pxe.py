@@ -13,17 +13,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from urllib.parse import unquote
 
 import yaml
 from harness import guest
-from harness.lab import Lab, Node
-from harness.report import RunReport
-from harness.session import Failed, Session
-from harness.ssh import Ssh
+from harness.lab import Node
+from harness.session import Failed, Session, SessionView
 
 from imagegen.plan import Plan
 from scenarios.smoke import bootstrap_ok, wait_markers, worker_checks
@@ -92,7 +90,7 @@ class Serve:
 
 
 @dataclass
-class PxeContext:
+class PxeContext(SessionView):
     session: Session
     plan: Plan
     out: Path
@@ -101,16 +99,6 @@ class PxeContext:
     other: str  # a planned node that is not booted: its data must be refused to ours
     smbios: Node  # booted from the image with no ISO: NoCloud over HTTP from its SMBIOS serial
     smbios_serial: str  # what `imagegen pxe` wrote into smbios/<name>
-    ssh_of: dict[str, Ssh] = field(default_factory=dict)
-
-    @property
-    def lab(self) -> Lab:
-        assert self.session.lab is not None, "the lab is open before the steps run"
-        return self.session.lab
-
-    @property
-    def report(self) -> RunReport:
-        return self.session.report
 
 
 def install_lines(node: Node) -> list[str]:
