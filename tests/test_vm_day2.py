@@ -255,7 +255,7 @@ def test_day2_plan_has_short_lifetimes_that_the_parser_takes(tmp_path: Path) -> 
     derived = derive_plan(VM_TESTS / "plans" / "cluster.yaml", tmp_path, key, cluster_test.DAY2_PLAN)
     plan = load_plan(derived)
     assert plan.cluster.token_ttl == "15m" and plan.cluster.certificate_signing_duration == "20m"
-    assert cluster_day2.duration_seconds(plan.cluster.certificate_signing_duration) == 1200
-    assert cluster_day2.duration_seconds("1h30m45s") == 5445
+    assert cluster_day2.ttl_seconds(plan.cluster.certificate_signing_duration) == 1200  # what the rotation check uses
+    assert cluster_day2.ttl_seconds("1h30m45s") == 5445
     assert "cluster.token_ttl: 15m" in derived.read_text().splitlines()[0]
     assert load_plan(derive_plan(VM_TESTS / "plans" / "cluster.yaml", tmp_path, key)).cluster.token_ttl == "24h"

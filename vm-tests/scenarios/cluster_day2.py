@@ -39,6 +39,7 @@ from harness.lab import Node
 from harness.ssh import Ssh
 from harness.xml import HostEntry
 
+from imagegen.tokens import ttl_seconds
 from scenarios.cluster_context import DEADLINES, ClusterContext, Kubectl, log, pull_guest_logs
 from scenarios.cluster_faults import token_apply_check
 
@@ -438,16 +439,10 @@ def day2_kubelet_rotation(ctx: ClusterContext) -> None:
     with ctx.session.phase("day2-kubelet-rotation"):
         planned = {n.name for n in ctx.plan.nodes}
         worker = next(n for n in ctx.workers if n.name in planned)
-        duration = duration_seconds(ctx.plan.cluster.certificate_signing_duration)
+        duration = ttl_seconds(ctx.plan.cluster.certificate_signing_duration)
         ctx.rec.check(worker.name, "day 2: the worker's kubelet rotated its client certificate (short "
                       "cluster.certificate_signing_duration) and stays Ready", partial(kubelet_rotated, ctx, worker,
                                                                                      duration))
-
-
-def duration_seconds(text: str) -> int:
-    """The plan's duration spelling (24h, 90m, 1h30m, 45s) in seconds."""
-    units = {"h": 3600, "m": 60, "s": 1}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", text))
 
 
 # --- (c) node replace -----------------------------------------------------------------------------------------
