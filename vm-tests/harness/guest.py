@@ -48,15 +48,12 @@ def written_files(text: str) -> dict[str, str]:
 
 
 def expectations_from_user_data(text: str) -> Expectations:
-    doc = yaml.safe_load(text) or {}
     modules: list[str] = []
     sysctls: dict[str, str] = {}
     journald: list[str] = []
     docker: dict[str, object] | None = None
     containerd = False
-    for entry in doc.get("write_files", []) or []:
-        path = str(entry.get("path", ""))
-        body = _file_content(entry)
+    for path, body in written_files(text).items():
         if path.startswith("/etc/modules-load.d/"):
             modules += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
         elif path.startswith("/etc/sysctl.d/"):
