@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import shlex
+import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
 
 from imagegen.image import content
 from imagegen.image.build import load_spec
 from imagegen.image.layout import ESP_TYPE, GIB, MIB, disk_size_for, plan_disk
 from imagegen.image.ovf import OvfParams, render_manifest, render_ovf
+
+from .conftest import cloud_init_root
 
 
 def test_partitions_are_aligned_ordered_and_fill_the_disk() -> None:
@@ -55,11 +63,30 @@ def test_boot_config_puts_the_serial_console_last_and_uses_uuids() -> None:
 
 
 def test_cloud_config_lists_the_datasources() -> None:
-    import json
-
-    cfg = json.loads(content.cloud_cfg().split("\n", 1)[1])
+    cfg = yaml.safe_load(content.cloud_cfg())
     assert cfg["datasource_list"] == ["NoCloud", "ConfigDrive", "VMware", "None"]
     assert cfg["locale"] == "C.UTF-8"
+
+
+def test_ds_identify_reads_the_images_datasource_list(tmp_path: Path) -> None:
+    """cloud-init's generator runs ds-identify (a shell script) on every boot and daemon-reload; it reads
+    datasource_list from the config files with its own line reader. Debian 12's real ds-identify must see the
+    image's list (it probed ~27 sources when the file was JSON)."""
+    ds_identify = cloud_init_root("bookworm").parents[1] / "cloud-init" / "ds-identify"
+    if not ds_identify.is_file():
+        pytest.fail(f"cloud-init (bookworm) is not unpacked: {ds_identify} missing; run `make deps`")
+    cfg_d = tmp_path / "etc" / "cloud" / "cloud.cfg.d"
+    cfg_d.mkdir(parents=True)
+    (tmp_path / "etc" / "cloud" / "cloud.cfg").write_text("# Debian's own has no datasource_list\n")
+    (cfg_d / "90_imagegen.cfg").write_text(content.cloud_cfg())
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cmdline").write_text("root=/dev/vda3 console=ttyS0\n")
+    script = f'. {shlex.quote(str(ds_identify))}; read_datasource_list; echo "LIST=$DI_DSLIST"'
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PATH_ROOT": str(tmp_path), "DI_MAIN": "noop",
+                               "DI_LOG": str(tmp_path / "ds-identify.log")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "LIST=NoCloud ConfigDrive VMware None"
 
 
 def test_customize_script_cleans_like_a_template() -> None:

@@ -300,7 +300,7 @@ def test_resume_after_reboot_skips_completed_steps(rendered: dict[str, Rendered]
     assert run_bash(str(script), bin_dir).returncode == 1
     (tmp_path / "fixed").touch()
     # the reboot: the unit runs again (the script enabled it on its first run)
-    assert "systemctl enable imagegen-bootstrap.service" in (tmp_path / "systemctl").read_text()
+    assert "systemctl --no-reload enable imagegen-bootstrap.service" in (tmp_path / "systemctl").read_text()
     assert run_bash(str(script), bin_dir).returncode == 0
     assert counter.read_text().split() == ["a", "b", "b"]
     assert _console(tmp_path)[-1].startswith("IMAGEGEN-BOOTSTRAP-OK")

@@ -10,6 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
+import yaml
+
 from imagegen.image.layout import DiskLayout
 from imagegen.image.spec import ImageSpec
 from imagegen.templates import environment_over
@@ -73,7 +75,9 @@ def cloud_cfg() -> str:
         # spends ~15 s probing disks on every first boot.
         "grub_dpkg": {"enabled": False},
     }
-    return "# Written by imagegen.\n" + json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    # Block YAML with flow lists: ds-identify (cloud-init's generator, a shell script) reads datasource_list only
+    # from a line `datasource_list: [...]`; from the JSON this used to be it fell back to probing ~27 sources.
+    return "# Written by imagegen.\n" + yaml.safe_dump(doc, default_flow_style=None, sort_keys=True)
 
 
 def ssh_hostkeys_dropin() -> str:
@@ -87,15 +91,40 @@ def _script(name: str, **context: object) -> str:
     return environment_over(SCRIPTS).get_template(name).render(**context)
 
 
+def _plain_words_script(name: str, context: dict[str, str]) -> str:
+    # The template also puts these inside quotes, where only a word needing no quoting is safe.
+    odd = [f"{k}={v!r}" for k, v in context.items() if not _PLAIN_WORD.fullmatch(v)]
+    if odd:
+        raise ValueError(f"{name}: not plain words: {', '.join(odd)}")
+    return _script(name, **context)
+
+
 def grub_setup_script(layout: DiskLayout) -> str:
     """PID 1 of the one-shot boot that installs GRUB: the guest kernel can mount what the host kernel cannot."""
     context = {"root_fs_uuid": layout.root_fs_uuid, "esp_fs_uuid": layout.esp_fs_uuid,
                "setup_path": GRUB_SETUP_PATH, "ok_marker": GRUB_OK, "failed_marker": GRUB_FAILED}
-    # The template also puts these inside quotes, where only a word needing no quoting is safe.
-    odd = [f"{k}={v!r}" for k, v in context.items() if not _PLAIN_WORD.fullmatch(v)]
-    if odd:
-        raise ValueError(f"grub-setup.sh.j2: not plain words: {', '.join(odd)}")
-    return _script("grub-setup.sh.j2", **context)
+    return _plain_words_script("grub-setup.sh.j2", context)
+
+
+# --- The preload boot: an image with a baked bundle gets its image archives imported into containerd's storage ---
+PRELOAD_PATH = "/usr/local/sbin/imagegen-preload-images"
+PRELOAD_OK = "IMAGEGEN-PRELOAD-OK"
+PRELOAD_FAILED = "IMAGEGEN-PRELOAD-FAILED"
+# What the preload boot imported, one archive a line: sha256, path in the bundle, image references. The node's
+# runtime seam reads it (PRELOAD_RECORD in cloud-init/node/bundle.sh.j2 names the same path).
+PRELOAD_RECORD = "/opt/imagegen/preloaded-images"
+
+
+def preload_script() -> str:
+    """PID 1 of the boot that imports the baked bundle's image archives into the image's own containerd."""
+    context = {"bundle_dir": BUNDLE_DIR, "record_path": PRELOAD_RECORD, "setup_path": PRELOAD_PATH,
+               "ok_marker": PRELOAD_OK, "failed_marker": PRELOAD_FAILED}
+    return _plain_words_script("preload-images.sh.j2", context)
+
+
+def preload_files(spec: ImageSpec) -> tuple[RootFile, ...]:
+    """What the preload boot needs in the root filesystem: its script, for a spec with a bundle only."""
+    return (RootFile(PRELOAD_PATH, preload_script(), 0o755),) if spec.bundle else ()
 
 
 def customize_script(spec: ImageSpec) -> str:
