@@ -126,11 +126,13 @@ def test_role_services_are_off_at_boot_and_enabled_by_the_bootstrap() -> None:
     from imagegen.image.content import customize_script
 
     spec = load_spec("node")
-    assert set(spec.disabled_services) == {"docker.service", "docker.socket", "containerd.service",
-                                           "nginx.service", "keepalived.service"}
+    role_services = {"docker.service", "docker.socket", "containerd.service", "nginx.service", "keepalived.service"}
+    never_used = {"apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service"}
+    assert set(spec.disabled_services) == role_services | never_used
     script = customize_script(spec)
-    assert ('chroot "$root" systemctl disable containerd.service docker.service docker.socket '
-            'keepalived.service nginx.service') in script
+    assert ('chroot "$root" systemctl disable apt-daily-upgrade.timer apt-daily.timer containerd.service '
+            'docker.service docker.socket e2scrub_all.timer e2scrub_reap.service keepalived.service '
+            'nginx.service') in script
     assert spec.identity()["disabled_services"] == list(spec.disabled_services)  # part of the cache key
 
 
