@@ -1,4 +1,5 @@
-"""Builds (or finds in the cache) a node image: rootfs -> partitioned disk -> GRUB -> qcow2/raw/vmdk/ova.
+"""Builds (or finds in the cache) a node image: rootfs -> partitioned disk -> GRUB -> (with a bundle: its images
+imported into containerd) -> qcow2/raw/vmdk/ova.
 
 Layout of the cache (default ~/.cache/imagegen/images):
   <name>-<kernel>-<key16>/   image.json, build.log, packages.txt, <name>-<kernel>.qcow2 (+ other formats)
@@ -155,6 +156,26 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
+# The node lists naming a bundle's image archives (imagegen.bundle.format.node_lists): what the preload boot imports.
+PRELOAD_LISTS = ("node/images-control-plane.list", "node/images-worker.list")
+
+
+def preload_archives(bundle: Path) -> list[str]:
+    """The image archives the bundle's node lists name (relative paths, sorted, once each): what the preload boot
+    imports into the image's containerd. A bundle without the lists predates them: repack it."""
+    rels: set[str] = set()
+    for name in PRELOAD_LISTS:
+        path = bundle / name
+        if not path.is_file():
+            raise UsageError(f"--bundle {bundle}: no {name} (a bundle packed before node lists existed); "
+                             f"repack it with `imagegen bundle`")
+        rels.update(line.strip() for line in path.read_text().splitlines() if line.strip())
+    missing = [rel for rel in sorted(rels) if not (bundle / rel).is_file()]
+    if missing:
+        raise UsageError(f"--bundle {bundle}: its node lists name archives it lacks: {', '.join(missing)}")
+    return sorted(rels)
+
+
 def _mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve()) + "/"
     mounts = []
@@ -211,7 +232,7 @@ def _render(spec: ImageSpec) -> tuple[str, dict[str, str], tuple[content.RootFil
     """(cache key, recipe texts, files to stage, customize script). Layout ids do not depend on disk size."""
     digest = bundle_digest(spec.bundle) if spec.bundle else None
     identity = identity_key(spec, bundle_digest=digest)
-    files = content.root_files(spec, plan_disk(spec.disk_size_gib, identity))
+    files = content.root_files(spec, plan_disk(spec.disk_size_gib, identity)) + content.preload_files(spec)
     script = content.customize_script(spec)
     recipe = {"customize.sh": script, **{f"file:{f.path}:{f.mode:o}": f.content for f in files}}
     return cache_key(identity, recipe), recipe, files, identity
@@ -276,7 +297,8 @@ def _point_latest(cache: Path, spec: ImageSpec, final: Path) -> None:
 def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFile, ...], work: Path,
            log: IO[str], out: IO[str]) -> dict[str, object]:
     formats = _kept_formats(spec)
-    progress = Progress(out, 5 + len(formats))
+    archives = preload_archives(spec.bundle) if spec.bundle else []
+    progress = Progress(out, 5 + len(formats) + (1 if spec.bundle else 0))
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], object]) -> object:
@@ -316,7 +338,9 @@ def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFi
     shutil.copy2(initrd, kernel_dir / "initrd.img")
 
     content_bytes = _tree_bytes(rootfs)
-    size_gib = disk_size_for(content_bytes, spec.disk_size_gib)
+    # The preload boot writes each archive's bytes twice more: containerd's content store and the unpacked layers.
+    preload_bytes = 2 * sum((spec.bundle / rel).stat().st_size for rel in archives) if spec.bundle else 0
+    size_gib = disk_size_for(content_bytes + preload_bytes, spec.disk_size_gib)
     layout = plan_disk(size_gib, identity)
     raw = work / (spec.artefact_name + ".raw")
     progress.begin(f"partitioned disk {size_gib} GiB (GPT: BIOS boot, ESP, root; content {content_bytes >> 20} MiB)")
@@ -327,6 +351,12 @@ def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFi
     progress.begin(f"installing GRUB for BIOS and UEFI (one boot of the image's kernel, {accel})")
     timed("grub", lambda: qemu.install_grub(raw, kernel=kernel_dir / "vmlinuz", initrd=kernel_dir / "initrd.img",
                                             accel=accel, serial_log=work / "grub-setup.console.log", log=log))
+    if spec.bundle:
+        progress.begin(f"importing the bundle's {len(archives)} image archives into containerd "
+                       f"(one boot of the image's kernel, {accel})")
+        timed("preload", lambda: qemu.preload_images(raw, kernel=kernel_dir / "vmlinuz",
+                                                     initrd=kernel_dir / "initrd.img", accel=accel,
+                                                     serial_log=work / "preload-images.console.log", log=log))
     shutil.rmtree(kernel_dir)
 
     populated = raw.stat().st_blocks * 512
@@ -361,6 +391,7 @@ def _build(spec: ImageSpec, key: str, identity: str, files: tuple[content.RootFi
         "disk_size_bytes": layout.total,
         "root_fs_uuid": layout.root_fs_uuid,
         "content_bytes": content_bytes,
+        "preloaded_archives": archives,
         "file_bytes": sizes,
         "timings": timings,
         "accel": accel,

@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default="node", help="image spec name (profiles/images/NAME.yaml) or file")
     p.add_argument("--kernel", choices=("cloud", "generic"),
                    help="cloud (small, virtio only) or generic (AHCI, e1000, LSI: VMware); default: the spec's")
-    p.add_argument("--bundle", type=Path, help="Kubernetes bundle directory to bake in at /opt/imagegen/bundle")
+    p.add_argument("--bundle", type=Path, help="Kubernetes bundle directory to bake in at /opt/imagegen/bundle "
+                                               "(its images are imported into the image's containerd)")
     p.add_argument("--cache", type=Path, help=f"cache directory (default {default_cache()})")
 
 
