@@ -272,6 +272,9 @@ CLUSTER_CHECKS = {
     "systemd cgroup driver (kubelet config and docker info)",
     "wrong bootstrap token: IMAGEGEN-BOOTSTRAP-FAILED reason=bootstrap-token-or-ca-hash-rejected",
     "wrong-token node did not become a cluster node",
+    # containerd with the bundle baked into the image (scenarios/cluster_boot.py)
+    "every image archive of its role preloaded at image build, none imported (bootstrap.log)",
+    "every image archive of its role imported from the bundle disk, none preloaded (bootstrap.log)",
     # --day2 (scenarios/cluster_day2.py)
     "day 2: `imagegen kubeconfig renew` writes an admin.conf that works",
     "day 2: `imagegen node remove` deletes the Node, the others stay Ready; its machine destroyed",

@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""make cluster-test: VMs booted from imagegen's own image, seeds and offline bundle disk form a real kubeadm cluster.
+"""make cluster-test: VMs booted from imagegen's own images, seeds and offline bundle form a real kubeadm cluster.
 
 Plan vm-tests/plans/cluster.yaml (containerd; --docker: cluster-docker.yaml, the same cluster on Docker; --ha:
 cluster-ha.yaml): two load balancers (nginx stream + keepalived VIP), the
 control plane(s), one worker, and a "badjoin" worker booted from a seed rendered against a copy of the state whose
 bootstrap token secret was replaced: its join must be rejected. No network beyond this host: the lab network rejects
-forwarding out of its bridge and the Kubernetes bits come from the bundle disk.
+forwarding out of its bridge and the Kubernetes bits come from the bundle.
+Where the bundle is: with containerd (plans/cluster.yaml, also --day2) the control planes and the worker boot the node
+image built with the bundle baked in (`image build --bundle`: its images preloaded into containerd at image build) and
+no bundle disk; the wrong-token worker boots the plain node image with the bundle disk, so the disk's import is proven
+in the same run. --docker and --ha boot the plain image with the bundle disk on every Kubernetes node (Docker's
+storage is not preloaded; three control planes stay as measured).
 
 Checks: every Kubernetes node Ready (kubectl on the host through the VIP with the rendered admin.conf), bootstrap
 sentinel on every node, a busybox workload from the bundle on the worker answering through a ClusterIP Service from
 the control plane, kube-proxy in ipvs mode, systemd cgroup driver (kubelet, and Docker or containerd as `crictl
 info` reports it), v1.20.2 binaries everywhere. With containerd also: `crictl info` shows the plan's pause image as
 the sandbox image, the workload pod's sandbox runs that image, and the registry mirror's hosts.toml is in effect
-(containerd's effective config_path).
+(containerd's effective config_path). With the baked image: every image archive of a node's role logged as preloaded
+at image build and none imported; the wrong-token worker imported every archive of its list from the bundle disk.
 Faults: keepalived and then nginx stopped on the VIP holder (VIP moves, the API keeps answering through it), worker
 reboot (Ready again, bootstrap not run again), the wrong-token join, an etcd snapshot accepted by etcdctl.
 --day2 (make cluster-test-day2) then runs day 2 on the same cluster (scenarios/cluster_day2.py): a worker added
@@ -52,6 +58,7 @@ from harness.ssh import make_key  # noqa: E402
 from lab.repo import LabRepos  # noqa: E402
 from scenarios import cluster_context as context  # noqa: E402
 from scenarios.cluster import DAY2_STEPS, STEPS  # noqa: E402
+from scenarios.cluster_boot import bad_join_imported_from_disk  # noqa: E402
 from scenarios.cluster_faults import wrong_token_seed  # noqa: E402
 
 from imagegen import kubeadm  # noqa: E402
@@ -107,6 +114,23 @@ def lab_holds_everything(repos: LabRepos) -> tuple[bool, str]:
     return False, f"{len(missing)} of {total} requests got 404: {shown}"
 
 
+def bakes_bundle(args: argparse.Namespace, plan_path: Path) -> bool:
+    """Boot the Kubernetes nodes from the image with the bundle baked in (images preloaded into containerd)? Only
+    containerd's storage is preloaded; --ha keeps its measured setup, --stock has no bundle at all."""
+    return not (args.stock or args.ha) and load_plan(plan_path).cluster.container_runtime == "containerd"
+
+
+def boot_media(role: str, name: str, *, badjoin: tuple[str, ...], plain: Path, baked: Path | None, disk: Path,
+               stock: bool) -> tuple[Path, tuple[Path, ...]]:
+    """(image, extra disks) a node boots with: a Kubernetes node from the baked image without the bundle disk when
+    there is one, except the wrong-token worker, which keeps the plain image and the disk (the disk's import stays
+    proven); otherwise the plain image, with the bundle disk on Kubernetes nodes unless --stock."""
+    kube = role in ("control-plane", "worker")
+    if kube and baked is not None and name not in badjoin:
+        return baked, ()
+    return plain, (disk,) if kube and not stock else ()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ha", action="store_true", help="three control planes (plans/cluster-ha.yaml)")
@@ -119,7 +143,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "imagegen" / "vm-runs")
     p.add_argument("--spec", help="image spec to boot (built or taken from the cache); default: node, stock with "
                                   "--stock")
-    p.add_argument("--bundle", type=Path, default=BUNDLE, help="bundle directory (bundle.img, bundle/bin/kubectl)")
+    p.add_argument("--bundle", type=Path, default=BUNDLE,
+                   help="bundle directory (bundle.img, bundle/: baked into the containerd image, bin/kubectl)")
     p.add_argument("--cp-vcpus", type=int, default=SIZES["control-plane"][1])
     p.add_argument("--badjoin-with-cluster", action="store_true",
                    help="boot the wrong-token node with the others (default: after the other faults, so its "
@@ -153,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     with Session(suite="cluster-test", run_name=run_name, runs=args.runs, plan=plan_path, keep=args.keep,
                  discard=("state", "state-wrong-token", "state-day2"), collect=context.collect) as session:
         report, run_dir = session.report, session.run_dir
+        baked = bakes_bundle(args, plan_path)
         with session.phase("image"):
             image = build_image(load_spec(spec))
             report.image = str(image.qcow2)
+            baked_image = build_image(load_spec(spec, bundle=args.bundle / "bundle")) if baked else None
+            if baked_image is not None:
+                report.setup_log.append(f"bundle baked in, images preloaded: {baked_image.qcow2} "
+                                        f"(the wrong-token worker boots {image.qcow2.name} with the bundle disk)")
 
         with session.phase("render"):
             key, pubkey = make_key(run_dir / "ssh")
@@ -177,13 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             repos.start()
             session.on_teardown(repos.stop)
             report.setup_log.append(f"lab repositories: {repos.describe()}")
+        preloaded: list[str] = []
         for n in plan.nodes:
             mem, cpus = SIZES[n.role]
             if n.role == "control-plane":
                 cpus = args.cp_vcpus
             seed = bad_seed if n.name in badjoin else out / "seeds" / f"{n.name}.iso"
-            extra = (disk,) if n.role in ("control-plane", "worker") and not args.stock else ()
-            lab.add_node(name=n.name, role=n.role, ip=str(n.ip), mac=n.mac, image=image.qcow2,
+            node_image, extra = boot_media(n.role, n.name, badjoin=badjoin, plain=image.qcow2, disk=disk,
+                                           baked=baked_image.qcow2 if baked_image else None, stock=args.stock)
+            if baked_image is not None and node_image == baked_image.qcow2:
+                preloaded.append(n.name)
+            lab.add_node(name=n.name, role=n.role, ip=str(n.ip), mac=n.mac, image=node_image,
                          seed=seed, memory_mib=mem, vcpus=cpus, extra_disks=extra)
         report.setup_log.append("sizes (MiB, vCPUs): " + ", ".join(
             f"{r}={m}/{args.cp_vcpus if r == 'control-plane' else c}" for r, (m, c) in SIZES.items()))
@@ -195,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         report.phases["define-and-start"] = round(t_boot - t, 1)
 
         kubectl = context.Kubectl(kubectl_bin, out / "admin.conf", run_dir / "kube-cache")
-        ctx = context.cluster_context(session, plan, out, key, kubectl, kubeadm.pause_image(plan), badjoin, t_boot)
+        ctx = context.cluster_context(session, plan, out, key, kubectl, kubeadm.pause_image(plan), badjoin, t_boot,
+                                      preloaded=tuple(preloaded),
+                                      bundle_dir=None if args.stock else args.bundle / "bundle")
+        # After the wrong-token result (its node has run install_kubernetes by then), before day 2.
+        steps = (*STEPS, bad_join_imported_from_disk)
         try:
-            for step in (*STEPS, *DAY2_STEPS) if args.day2 else STEPS:
+            for step in (*steps, *DAY2_STEPS) if args.day2 else steps:
                 step(ctx)
         finally:  # also after a failed step: a 404 is often why it failed
             if repos is not None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from functools import partial
+from pathlib import Path
 
 from harness import guest
 from harness.lab import Node
 from harness.session import Failed
 
+from imagegen.image.content import BUNDLE_DIR
 from scenarios.cluster_context import DEADLINES, KUBE_VERSION, ClusterContext, log
 
 
@@ -134,7 +137,7 @@ def apt_pinned(c: guest.Checker, version: str) -> tuple[bool, str]:
 
 def node_checks(ctx: ClusterContext) -> None:
     """Bootstrap sentinel on every node; Kubernetes binaries, cgroup driver and runtime config on the Kubernetes
-    nodes."""
+    nodes; on nodes from the image with the bundle baked in, images preloaded at image build."""
     with ctx.session.phase("node-checks"):
         for n in ctx.nodes:
             c = ctx.checker(n)
@@ -149,6 +152,9 @@ def node_checks(ctx: ClusterContext) -> None:
                         partial(containerd_cgroup, c))
                 guest.check_cri_config(c, ctx.pause_image)
                 guest.check_containerd_mirror(c, list(ctx.plan.cluster.registry_mirrors))
+            if n.name in ctx.preloaded and ctx.bundle_dir is not None:
+                c.check("every image archive of its role preloaded at image build, none imported (bootstrap.log)",
+                        partial(images_preloaded, c, role_images(ctx.bundle_dir, n.role)))
         if ctx.plan.bundle.source == "online":  # a stock image: everything came from the package repositories
             version = str(ctx.plan.cluster.kubernetes_version)
             for n in ctx.nodes:
@@ -161,3 +167,61 @@ def node_checks(ctx: ClusterContext) -> None:
                     c.check("apt: Kubernetes packages at the plan's version from the 1001 pin",
                             partial(apt_pinned, c, version))
                     guest.check_kube_packages_held(c)
+
+
+# --- where a node's images came from: preloaded into the image's containerd at image build, or the bundle disk ----
+
+# cloud-init/node/bundle.sh.j2's BUNDLE_MOUNT: where a node mounts the bundle disk.
+BUNDLE_DISK_MOUNT = "/mnt/imagegen-bundle"
+# install_kubernetes logs where the bundle is, then one line per image archive of the node's role.
+_BUNDLE_AT = re.compile(r"\] installing Kubernetes from the bundle at (\S+)$")
+_IMAGE = re.compile(r"\] image (\S+): (preloaded at image build, not imported|importing)$")
+
+
+def bundle_image_lines(c: guest.Checker) -> tuple[str, set[str], set[str], str]:
+    """(bundle directory, archives logged as preloaded, archives logged as imported, raw lines) from the node's
+    bootstrap.log."""
+    _, out = c.sudo("grep -h -e '] installing Kubernetes from the bundle at ' -e '] image ' "
+                    "/var/log/imagegen/bootstrap.log")
+    where, preloaded, imported = "", set[str](), set[str]()
+    for line in out.splitlines():
+        if m := _BUNDLE_AT.search(line):
+            where = m.group(1)
+        elif m := _IMAGE.search(line):
+            (preloaded if m.group(2).startswith("preloaded") else imported).add(m.group(1))
+    return where, preloaded, imported, out
+
+
+def role_images(bundle_dir: Path, role: str) -> set[str]:
+    """The image archives the bundle's node list names for the role (what install_kubernetes goes through)."""
+    name = "images-worker.list" if role == "worker" else "images-control-plane.list"
+    return {ln.strip() for ln in (bundle_dir / "node" / name).read_text().splitlines() if ln.strip()}
+
+
+def images_preloaded(c: guest.Checker, want: set[str]) -> tuple[bool, str]:
+    where, preloaded, imported, out = bundle_image_lines(c)
+    ok = where == BUNDLE_DIR and preloaded == want and not imported
+    return ok, (f"bundle at {where or '?'}; preloaded {sorted(preloaded)}; imported {sorted(imported)}; "
+                f"the role's list {sorted(want)}" + ("" if ok else f"; log lines: {out[-600:]}"))
+
+
+def images_imported_from_disk(c: guest.Checker, want: set[str]) -> tuple[bool, str]:
+    where, preloaded, imported, out = bundle_image_lines(c)
+    ok = where == BUNDLE_DISK_MOUNT and imported == want and not preloaded
+    return ok, (f"bundle at {where or '?'}; imported {sorted(imported)}; preloaded {sorted(preloaded)}; "
+                f"the role's list {sorted(want)}" + ("" if ok else f"; log lines: {out[-600:]}"))
+
+
+def bad_join_imported_from_disk(ctx: ClusterContext) -> None:
+    """The wrong-token node (plain image + bundle disk) ran install_kubernetes before its join failed: it imported
+    every archive of its role's list from the disk, so the disk-delivered import stays proven beside the preload.
+    Runs only when the others booted the baked image (with the disk everywhere, every node proves it anyway)."""
+    if ctx.bundle_dir is None or not ctx.preloaded:
+        return
+    with ctx.session.phase("bad-join-imports"):
+        for b in ctx.bad:
+            if b.name in ctx.preloaded:
+                continue
+            c = ctx.checker(b)
+            c.check("every image archive of its role imported from the bundle disk, none preloaded (bootstrap.log)",
+                    partial(images_imported_from_disk, c, role_images(ctx.bundle_dir, b.role)))

@@ -100,6 +100,10 @@ class ClusterContext(SessionView):
     badjoin: tuple[str, ...]  # nodes seeded with a wrong bootstrap token secret
     t_boot: float  # monotonic time the cluster's domains were started
     t_bad: float = 0.0  # monotonic time the wrong-token fault began
+    # Kubernetes nodes booted from the image with the bundle baked in and its images preloaded into containerd
+    # (no bundle disk); the others that run install_kubernetes have the bundle disk.
+    preloaded: tuple[str, ...] = ()
+    bundle_dir: Path | None = None  # the host's copy of the bundle the nodes got (its node/ lists), if any
     rec: Recorder = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,9 +154,11 @@ class ClusterContext(SessionView):
 
 
 def cluster_context(session: Session, plan: Plan, out: Path, key: Path, kubectl: Kubectl, pause_image: str,
-                    badjoin: tuple[str, ...], t_boot: float) -> ClusterContext:
+                    badjoin: tuple[str, ...], t_boot: float, *, preloaded: tuple[str, ...] = (),
+                    bundle_dir: Path | None = None) -> ClusterContext:
     """The steps' context; every node, the wrong-token ones too, gets its SSH helper (the plan's admin user)."""
-    ctx = ClusterContext(session, plan, out, kubectl, pause_image, badjoin, t_boot)
+    ctx = ClusterContext(session, plan, out, kubectl, pause_image, badjoin, t_boot, preloaded=preloaded,
+                         bundle_dir=bundle_dir)
     for n in ctx.lab.nodes.values():
         ctx.ssh_of[n.name] = Ssh(n.ip, plan.admin_user, key)
     return ctx
