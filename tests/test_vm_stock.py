@@ -56,7 +56,10 @@ def test_stock_flag_parses() -> None:
     assert cluster_test.parse_args(["--stock", "--day2"]).day2
     source = (VM_TESTS / "cluster_test.py").read_text()
     assert '"cluster-stock.yaml" if args.stock' in source and '("stock" if args.stock else "node")' in source
-    assert 'and not args.stock else ()' in source  # no bundle disk on --stock
+    # No bundle disk on --stock (and no baked image: bakes_bundle is false there).
+    assert cluster_test.boot_media("worker", "st-worker-1", badjoin=(), plain=Path("stock.qcow2"), baked=None,
+                                   disk=Path("bundle.img"), stock=True) == (Path("stock.qcow2"), ())
+    assert not cluster_test.bakes_bundle(args, STOCK_PLAN)
 
 
 def test_derived_plan_has_the_lab_mirror_and_validates(tmp_path: Path, lab_repos: LabRepos) -> None:
