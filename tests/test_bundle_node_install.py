@@ -125,7 +125,7 @@ def test_cri_dockerd_from_the_bundle(rendered: dict[str, Rendered], tmp_path: Pa
     assert "install -m 0755 B/bin/cri-dockerd /usr/local/bin/cri-dockerd" in calls
     assert ("install -m 0644 B/systemd/cri-docker.service B/systemd/cri-docker.socket /etc/systemd/system/"
             in calls)
-    assert calls.index("systemctl enable --now cri-docker.socket cri-docker.service") < calls.index(
+    assert calls.index("systemctl --no-reload enable --now cri-docker.socket cri-docker.service") < calls.index(
         "wait_socket /var/run/cri-dockerd.sock")
 
 
@@ -140,7 +140,7 @@ def test_cri_dockerd_downloaded_without_a_bundle_copy(rendered: dict[str, Render
 def test_containerd_node_stops_docker(rendered: dict[str, Rendered], bundle: Path, tmp_path: Path) -> None:
     out, calls = run(rendered["ha"], "worker-1", bundle, tmp_path, "step_install_runtime")
     assert out == "DONE", out
-    assert calls.index("systemctl disable --now docker.socket docker.service") < calls.index(
+    assert calls.index("systemctl --no-reload disable --now docker.socket docker.service") < calls.index(
         "systemctl restart containerd")
     assert "wait_socket /run/containerd/containerd.sock" in calls
 

@@ -5,7 +5,7 @@ bundle="${3:-}"
 cp -a "$staging"/. "$root"/
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service ssh.service
 # Role services (Docker, containerd, nginx, keepalived) start only on the nodes whose bootstrap enables them.
-chroot "$root" systemctl disable containerd.service docker.service docker.socket keepalived.service nginx.service
+chroot "$root" systemctl disable apt-daily-upgrade.timer apt-daily.timer containerd.service docker.service docker.socket e2scrub_all.timer e2scrub_reap.service keepalived.service nginx.service
 # Rebuild the initramfs with fsck for ext4 (the staged FSTYPE): mmdebstrap made it before /etc/fstab existed.
 chroot "$root" update-initramfs -u -k all
 # Persistent journal: node preparation sizes it with a journald drop-in.
