@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 # The markers whose guest CPU seconds the closing summary prints (all of them are in report.json).
-CPU_SUMMARY_MARKERS = ("cloud-init-local", "cloud-init-done", "prep-ok", "bootstrap-ok", "bootstrap-failed")
+CPU_SUMMARY_MARKERS = ("cloud-init-local", "cloud-init-done", "prep-ok", "bootstrap-ok", "bootstrap-failed", "ready")
 
 
 @dataclass
@@ -39,7 +39,8 @@ class NodeReport:
     marker_lines: dict[str, str] = field(default_factory=dict)
     fatal: list[str] = field(default_factory=list)
     ok: bool = True
-    cpu_seconds: dict[str, float] = field(default_factory=dict)  # marker -> guest CPU seconds when first seen
+    # marker (and 'ready': the Node Ready through the API) -> guest CPU seconds when first seen
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
