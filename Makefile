@@ -11,7 +11,7 @@ CRI_TOOLS_SRC ?=
 # make bundle CRI_DOCKERD=/path/to/cri-dockerd: also carry cri-dockerd and its units (Docker, Kubernetes >= 1.24).
 CRI_DOCKERD ?=
 
-.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke vm-pxe cluster-test cluster-test-docker cluster-test-ha cluster-test-day2 cluster-test-stock clean
+.PHONY: demo test test-chroot lint deps bench golden image bundle vm-deps vm-smoke vm-profile vm-pxe cluster-test cluster-test-docker cluster-test-ha cluster-test-day2 cluster-test-stock clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ bundle: vm-deps
 
 vm-smoke: image
 	$(PY) vm-tests/smoke.py
+
+# Where a node's first-boot CPU goes: one node of a plan alone (default: the smoke plan's first load balancer), per
+# systemd unit, per cloud-init module, per bootstrap step. PROFILE_ARGS="--plan vm-tests/plans/cluster.yaml --node
+# ct-lb-1 --node ct-cp-1 --bundle ~/.cache/imagegen/bundle/current/bundle.img" profiles a control plane.
+vm-profile: image
+	$(PY) vm-tests/boot_profile.py $(PROFILE_ARGS)
 
 # One empty-disk VM installed over the network (PXE -> iPXE -> imagegen serve -> installer), then booted from disk.
 vm-pxe: image
