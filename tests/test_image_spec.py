@@ -162,3 +162,28 @@ def test_stock_spec_holds_only_what_debians_cloud_image_holds() -> None:
         assert pkg not in spec.packages, pkg
     assert spec.disabled_services == () and spec.remove_files == ()
     assert load_spec("stock", kernel="generic").packages != spec.packages
+
+
+def test_images_are_built_under_022_whatever_the_callers_umask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cluster-test runs under umask 077; an image it built had /etc, /usr and /var 0700 (the staged tree is copied
+    over the root filesystem with cp -a) and systemd-networkd could not start on it."""
+    import os
+
+    from imagegen.image import build
+
+    seen: list[int] = []
+
+    def fake_build(spec: object, **_kw: object) -> str:
+        current = os.umask(0)
+        os.umask(current)
+        seen.append(current)
+        return "built"
+
+    monkeypatch.setattr(build, "_build_image", fake_build)
+    previous = os.umask(0o077)
+    try:
+        assert build.build_image(load_spec("node")) == "built"  # type: ignore[comparison-overlap]
+        assert os.umask(0o077) == 0o077  # the caller's umask is back
+    finally:
+        os.umask(previous)
+    assert seen == [0o022] == [build.BUILD_UMASK]

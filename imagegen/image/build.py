@@ -238,8 +238,30 @@ def _render(spec: ImageSpec) -> tuple[str, dict[str, str], tuple[content.RootFil
     return cache_key(identity, recipe), recipe, files, identity
 
 
+# The umask every image is built under, whatever the caller's: the staged files are copied over the root
+# filesystem with `cp -a` (directory modes included) and the customize hook creates directories, so a caller's 077
+# (cluster-test runs under it) made /etc, /usr and /var 0700 and every unprivileged service (systemd-networkd,
+# systemd-resolved) failed to start on the image.
+BUILD_UMASK = 0o022
+
+
+@contextmanager
+def _build_umask() -> Iterator[None]:
+    previous = os.umask(BUILD_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def build_image(spec: ImageSpec, *, cache: Path | None = None, force: bool = False,
                 out: IO[str] = sys.stderr) -> BuiltImage:
+    """The image for `spec`, from the cache or built now (under BUILD_UMASK, whatever the caller's umask)."""
+    with _build_umask():
+        return _build_image(spec, cache=cache, force=force, out=out)
+
+
+def _build_image(spec: ImageSpec, *, cache: Path | None, force: bool, out: IO[str]) -> BuiltImage:
     cache = cache or default_cache()
     started = time.monotonic()
     key, _recipe, files, identity = _render(spec)
