@@ -1,9 +1,10 @@
 """Putting rendered artefacts on disk: all or nothing, and never over what imagegen did not write.
 
 Files are written into a temporary directory (0700) beside the output, then swapped in with renames, so a
-failure never leaves a half-written output directory behind. An existing output is replaced only when every
-file in it is one imagegen wrote: the marker file `.imagegen-output` names imagegen and lists every file of the
-render (for outputs made before the marker existed, an imagegen manifest.json lists them).
+failure never leaves a half-written output directory behind. A thread of its own creates them (`_FileWriter`), so
+the kernel's work of creating files runs beside the render instead of between its nodes. An existing output is
+replaced only when every file in it is one imagegen wrote: the marker file `.imagegen-output` names imagegen and
+lists every file of the render (for outputs made before the marker existed, an imagegen manifest.json lists them).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 from imagegen.errors import UsageError
 from imagegen.filelock import locked
@@ -292,6 +296,73 @@ def _write_file(path: Path, artifact: Artifact) -> None:
         os.close(fd)
 
 
+_IN_FLIGHT = 32  # files handed to the writer thread and not written yet: about three nodes' worth
+
+
+class _FileWriter:
+    """Writes the files of the temporary tree on a thread of its own. Creating a file is mostly the kernel's work
+    (os.open, os.write and os.close release the GIL), so it runs on one core while the render runs on another.
+
+    The queue is bounded: the render runs at most `in_flight` files ahead of the disk, so memory stays flat
+    whatever the cluster's size. The first error stops the writing (later files are dropped, not written) and is
+    raised in the caller's thread by the next `put` or on leaving the `with` block. The thread starts with the
+    first file, so a render that forks worker processes (render.iter_render) does so before it exists. SIGINT
+    and SIGTERM are blocked on it: they reach the main thread, where Python runs their handlers."""
+
+    def __init__(self, root: Path, in_flight: int = _IN_FLIGHT) -> None:
+        self._queue: queue.Queue[tuple[Path, Artifact] | None] = queue.Queue(maxsize=in_flight)
+        self._made = {root}  # directories of the tree made so far: one stat less per file
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="imagegen-writer", daemon=True)
+
+    def _run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        while (item := self._queue.get()) is not None:
+            if self._error is not None or self._stopped:
+                continue  # keep taking files, so a caller waiting in put() goes on to see the error
+            path, artifact = item
+            try:
+                if path.parent not in self._made:
+                    _make_dirs(path.parent)
+                    self._made.add(path.parent)
+                _write_file(path, artifact)
+            except BaseException as exc:  # raised again in the caller's thread
+                self._error = exc
+
+    def put(self, path: Path, artifact: Artifact) -> None:
+        """Hand over one file (waits while `in_flight` files are waiting); raises the writer's first error."""
+        if self._error is not None:
+            raise self._error
+        if self._thread.ident is None:
+            self._thread.start()
+        self._queue.put((path, artifact))
+
+    def __enter__(self) -> _FileWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+                 ) -> None:
+        """Leaving the block normally: wait until every file handed over is written, and raise the writer's first
+        error. On an error: drop what is not written yet. Either way the thread has ended when this returns, so
+        nothing is written into the tree after the block."""
+        if exc is not None:
+            self._stopped = True
+        try:
+            self._end()
+        except BaseException:  # interrupted while waiting (a signal): drop the rest, the thread must end first
+            self._stopped = True
+            self._end()
+            raise
+        if exc is None and self._error is not None:
+            raise self._error
+
+    def _end(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)  # a second one, after an interrupted wait, stays in the queue unread
+            self._thread.join()
+
+
 def _check_relative(rel: str) -> None:
     parts = Path(rel).parts
     if not parts or Path(rel).is_absolute() or ".." in parts or rel == OUTPUT_MARKER:
@@ -319,15 +390,11 @@ def write_tree(out: Path, artifacts: Mapping[str, Artifact] | Iterable[tuple[str
     try:
         try:
             written: list[str] = []
-            made: set[Path] = set()  # directories of the temporary tree made so far: one stat less per file
-            for rel, artifact in items:
-                _check_relative(rel)
-                path = tmp / rel
-                if path.parent not in made:
-                    _make_dirs(path.parent)
-                    made.add(path.parent)
-                _write_file(path, artifact)
-                written.append(rel)
+            with _FileWriter(tmp) as writer:
+                for rel, artifact in items:
+                    _check_relative(rel)
+                    writer.put(tmp / rel, artifact)
+                    written.append(rel)
             _write_file(tmp / OUTPUT_MARKER, Artifact(marker_bytes(written), 0o644))
             os.chmod(tmp, DIR_MODE)
         except OSError as exc:
