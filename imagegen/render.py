@@ -2,13 +2,23 @@
 
 Per node: nodes/<name>/{user-data,user-data.gz,meta-data,network-config,guestinfo.vmx,govc-vm-change.sh,proxmox.txt}
 and seeds/<name>.iso, seeds/<name>-configdrive.iso; for the cluster: admin.conf and manifest.json.
+
+Nodes are independent, so a large plan's nodes render in worker processes (one per CPU, forked: they inherit the
+plan, the state and the caches) while this process takes their files in plan order; the bytes are the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
@@ -455,17 +465,134 @@ def render_node(plan: Plan, node: Node, state: ClusterState, memo: RenderMemo | 
     }
 
 
-def iter_render(plan: Plan, state: ClusterState,
-                progress: Callable[[Node, int, int], None] | None = None) -> Iterator[tuple[str, Artifact]]:
+# Nodes: a smaller plan renders in this process. Starting the workers costs about 50 ms and handing a node's files
+# over about 0.35 ms, against 3 ms to render a node.
+PARALLEL_FROM = 64
+_CHUNK = 4  # nodes per task of a worker process: one round trip for four nodes' files
+_HEAD_MAX = 16  # nodes rendered here before the workers start, to have rendered one of every role
+_WINDOW_MAX = 32  # chunks handed to the workers and not taken yet (two per worker up to this): memory stays flat
+
+_NodeFiles = tuple[list[tuple[str, Artifact]], dict[str, str]]  # one node's files in path order, and their sha256
+
+
+def render_processes() -> int:
+    """How many processes render a large plan when iter_render is not told: one per CPU this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def _node_files(plan: Plan, node: Node, state: ClusterState, memo: RenderMemo) -> _NodeFiles:
+    files = sorted(render_node(plan, node, state, memo).items())
+    return files, {path: artifact.sha256 for path, artifact in files}
+
+
+_inherited: tuple[Plan, ClusterState, RenderMemo] | None = None  # in a worker process: the render it serves
+
+
+def _exit_with(parent: int) -> None:
+    """A worker whose main process was killed (SIGKILL: no shutdown) would wait for tasks forever: it ends."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+def _start_worker(plan: Plan, state: ClusterState, memo: RenderMemo, parent: int) -> None:
+    global _inherited
+    _inherited = (plan, state, memo)
+    # The main process handles an interruption (Ctrl-C reaches the whole process group) and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with, args=(parent,), name="imagegen-parent-watch", daemon=True).start()
+
+
+def _render_chunk(start: int, stop: int) -> list[_NodeFiles]:
+    """In a worker process: nodes [start, stop), up to the first that fails (the main process renders that one
+    again itself, so its error is raised there as it is, not as a copy pickled across)."""
+    assert _inherited is not None
+    plan, state, memo = _inherited
+    done = []
+    for node in plan.nodes[start:stop]:
+        try:
+            done.append(_node_files(plan, node, state, memo))
+        except Exception:
+            break
+    return done
+
+
+def _may_fork() -> bool:
+    """Not in a daemon process (multiprocessing refuses it children), nor beside other threads (a lock one of them
+    holds at the fork stays held in the child), nor where there is no fork."""
+    return (not multiprocessing.current_process().daemon and threading.active_count() == 1
+            and "fork" in multiprocessing.get_all_start_methods())
+
+
+def _rendered_nodes(plan: Plan, state: ClusterState, memo: RenderMemo, processes: int) -> Iterator[_NodeFiles]:
+    """Every node's files, in plan order: rendered here, or for a large plan by `processes` forked workers, at most
+    two chunks per worker (and _WINDOW_MAX chunks in all) ahead of the consumer, so memory stays flat. A node a
+    worker could not render (an error, a worker that died) is rendered here: the same bytes, or the error it
+    raises."""
+    nodes = plan.nodes
+    if processes <= 1 or len(nodes) < PARALLEL_FROM or not _may_fork():
+        for node in nodes:
+            yield _node_files(plan, node, state, memo)
+        return
+    # Here first: nodes up to one of every role, which fills the caches the workers inherit (compiled templates,
+    # the memo): a role's first node costs 10-20 times what the next one does.
+    head: list[_NodeFiles] = []
+    roles = {node.role for node in nodes}
+    for node in nodes[:_HEAD_MAX]:
+        head.append(_node_files(plan, node, state, memo))
+        roles.discard(node.role)
+        if not roles:
+            break
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_worker, initargs=(plan, state, memo, os.getpid()))
+    try:
+        starts = iter(range(len(head), len(nodes), _CHUNK))
+        window = min(2 * processes, _WINDOW_MAX)
+        pending: deque[tuple[int, Future[list[_NodeFiles]] | None]] = deque()
+
+        def submit() -> None:
+            while len(pending) < window and (start := next(starts, None)) is not None:
+                try:
+                    future: Future[list[_NodeFiles]] | None = pool.submit(
+                        _render_chunk, start, min(start + _CHUNK, len(nodes)))
+                except Exception:  # the pool broke (a worker died): the rest renders here
+                    future = None
+                pending.append((start, future))
+
+        submit()  # the first submit forks the workers, before the consumer starts any thread (writer.write_tree)
+        yield from head
+        del head
+        while pending:
+            start, future = pending.popleft()
+            try:
+                done = future.result() if future is not None else []
+            except Exception:
+                done = []
+            submit()
+            yield from done
+            for node in nodes[start + len(done):min(start + _CHUNK, len(nodes))]:
+                yield _node_files(plan, node, state, memo)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iter_render(plan: Plan, state: ClusterState, progress: Callable[[Node, int, int], None] | None = None,
+                processes: int | None = None) -> Iterator[tuple[str, Artifact]]:
     """Every artefact of the cluster, node by node, then admin.conf and manifest.json. Consumed as it comes (the
-    CLI streams it to the writer), a render holds one node's files at a time: memory does not grow with the
-    cluster. Only the manifest's hashes are kept."""
+    CLI streams it to the writer), a render holds a few nodes' files at a time: memory does not grow with the
+    cluster. Only the manifest's hashes are kept. `processes`: how many render a plan of PARALLEL_FROM nodes or
+    more (default: render_processes()); 1 renders every node in this process."""
     owned: dict[str, dict[str, str]] = {}
     memo = RenderMemo(plan, state)
-    for i, node in enumerate(plan.nodes):
-        files = render_node(plan, node, state, memo)
-        owned[node.name] = {p: a.sha256 for p, a in sorted(files.items())}
-        yield from sorted(files.items())
+    workers = render_processes() if processes is None else processes
+    rendered = _rendered_nodes(plan, state, memo, workers)
+    for i, (node, (files, hashes)) in enumerate(zip(plan.nodes, rendered, strict=True)):
+        owned[node.name] = hashes
+        yield from files
         del files
         if progress:
             progress(node, i + 1, len(plan.nodes))
