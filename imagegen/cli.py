@@ -47,6 +47,14 @@ def _note(message: str) -> None:
     print(f"imagegen: {message}", file=sys.stderr, flush=True)
 
 
+def _jobs(text: str) -> int:
+    """--jobs: a whole number from 1 to 256 (argparse turns the ValueError into a usage error, exit 2)."""
+    value = int(text) if text.strip().isdigit() else 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of processes from 1 to 256")
+    return value
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from imagegen.cli_operator import cmd_diff, load_checked, render_summary
     from imagegen.progress import Progress
@@ -76,7 +84,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                         notify=lambda m: _note(f"warning: {m}")) as state:
             # Streamed: each node's files are written and dropped, so memory stays flat with the cluster's size.
             stats = RenderStats()
-            write_tree(out, stats.count(iter_render(plan, state, progress)))
+            write_tree(out, stats.count(iter_render(plan, state, progress, processes=args.jobs)))
     if args.output == "json":
         import json
 
@@ -142,6 +150,9 @@ def add_core_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="reuse a state made for this cluster's name with another endpoint or network, and bind "
                         "it to the plan's (the CAs and token stay the same)")
     r.add_argument("--quiet", action="store_true", help="print nothing on success")
+    r.add_argument("--jobs", type=_jobs, metavar="N",
+                   help="processes rendering a plan of 64 nodes or more (default: one per CPU this process may "
+                        "use; 1 renders in this process alone, e.g. on a busy shared host); the output is the same")
     r.add_argument("--dry-run", action="store_true", help="write nothing; show what would change (as imagegen diff)")
     r.add_argument("--files", action="store_true", help="with --dry-run: unified diff of the non-secret files")
     r.add_argument("--exit-code", action="store_true", help="with --dry-run: exit 1 when something would change")

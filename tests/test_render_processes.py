@@ -185,3 +185,26 @@ def test_what_was_buffered_before_the_fork_is_written_once(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"stdout once;{NODES * 9 + 2}\n"
     assert result.stderr.count("stderr once;") == 1
+
+
+def test_cli_jobs_gives_the_same_output_and_refuses_nonsense(tmp_path: Path) -> None:
+    """`imagegen render --jobs N`: the operator's say over the worker processes (1 on a busy shared host); the
+    files are the same whatever N; 0, negatives and words are usage errors (exit 2) that write nothing."""
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(generated_plan(NODES))
+    state = tmp_path / "state"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imagegen", "render", str(plan_file), "--state", str(state),
+                               "--quiet", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    trees = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out-{jobs}"
+        assert run("--out", str(out), "--jobs", jobs).returncode == 0
+        trees[jobs] = {p.relative_to(out): (p.read_bytes(), p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert trees["1"] == trees["2"] and len(trees["1"]) == NODES * 9 + 3  # + imagegen's output marker
+    for bad in ("0", "-1", "many", "257"):
+        done = run("--out", str(tmp_path / "bad"), "--jobs", bad)
+        assert done.returncode == 2 and "--jobs" in done.stderr and repr(bad) in done.stderr
+        assert not (tmp_path / "bad").exists()
