@@ -325,8 +325,16 @@ BASE_LOGS = {
 
 
 def pull_logs(ssh: Ssh, dest: Path, commands: dict[str, str], timeout: float) -> None:
-    """Write each command's output (or its exit status and stderr) to dest/<name>."""
+    """Write each command's output (or its exit status and stderr) to dest/<name>. A node SSH cannot reach (exit 255,
+    ssh's own failure) is not asked again for every file: the rest say why they are missing. A node without a
+    network kept a failed run's teardown waiting minutes, one attempt per file."""
     dest.mkdir(parents=True, exist_ok=True)
+    unreachable = ""
     for name, cmd in commands.items():
+        if unreachable:
+            (dest / name).write_text(f"[not pulled: {unreachable}]")
+            continue
         r = ssh.run(cmd, timeout=timeout, connect_timeout=5)
         (dest / name).write_text(r.out + (f"\n[exit {r.code}] {r.err}" if not r.ok else ""))
+        if r.code == 255 and not r.out:
+            unreachable = f"SSH to {ssh.host} failed: {r.err.strip()}"
